@@ -1,0 +1,321 @@
+"""Pure builders of the pieces nfsuidspawner adds to a KubeSpawner pod.
+
+Nothing here does I/O or knows about the spawner: each function takes plain
+values and returns Kubernetes manifests as camelCase dicts. :func:`inject` adds
+them to the `V1Pod` that KubeSpawner built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from kubernetes_asyncio.client import models
+from kubespawner.utils import get_k8s_model
+
+from .errors import NFSUIDError
+from .identity import Identity
+from .script import HOOK_NAME, identity_script
+
+SHARE_VOLUME = "nfsuid-share"
+RUN_VOLUME = "nfsuid-run"
+HOME_VOLUME = "nfsuid-home"
+INIT_CONTAINER = "nfsuid-identity"
+NOTEBOOK_CONTAINER = "notebook"
+
+# Where the docker-stacks start.sh sources hooks as root, before it switches user.
+START_HOOK_DIR = "/usr/local/bin/start-notebook.d"
+
+# Environment that decides who the lab runs as, or hands it root. The spawner
+# owns these; see NFSUIDSpawner.unsafe_allow_identity_overrides.
+IDENTITY_ENV = (
+    "NB_USER",
+    "NB_UID",
+    "NB_GID",
+    "NB_GROUP",
+    "GRANT_SUDO",
+    "CHOWN_HOME",
+    "CHOWN_HOME_OPTS",
+    "CHOWN_EXTRA",
+    "CHOWN_EXTRA_OPTS",
+)
+
+RUNTIME_DEFAULT_SECCOMP = {"type": "RuntimeDefault"}
+# What start.sh needs, as root, to rewrite /etc/passwd and switch to NB_UID.
+# Without DAC_OVERRIDE or DAC_READ_SEARCH even this root cannot read a 0700
+# home it does not own, and the final process keeps no capability at all.
+ROOT_SWITCH_CAPABILITIES = ["SETUID", "SETGID", "CHOWN"]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the user's directory is, on the share and in the lab."""
+
+    user: str
+    home_dir: str
+    share_mount_path: str
+    nb_user: str
+    home_symlink: bool = True
+    extra_share_mounts: tuple[dict[str, str], ...] = field(default_factory=tuple)
+
+    @property
+    def share_path(self) -> str:
+        """The user's directory as the lab sees it: the share's own path."""
+        return str(PurePosixPath(self.share_mount_path) / self.home_dir)
+
+    @property
+    def home(self) -> str:
+        return f"/home/{self.nb_user}"
+
+
+def check_extra_share_mount(mount: dict[str, Any]) -> None:
+    """An extra mount names a subdirectory of the share: never the root, never outside it."""
+    sub_path = mount.get("subPath")
+    mount_path = mount.get("mountPath")
+    if set(mount) - {"subPath", "mountPath"}:
+        raise ValueError(
+            f"extra_share_mounts entry {mount!r} has keys other than subPath and mountPath"
+        )
+    if not isinstance(sub_path, str) or not isinstance(mount_path, str):
+        raise ValueError(f"extra_share_mounts entry {mount!r} needs subPath and mountPath strings")
+    parts = PurePosixPath(sub_path).parts
+    if not parts or parts == (".",) or sub_path.startswith("/") or ".." in parts:
+        raise ValueError(
+            f"extra_share_mounts entry {mount!r}: subPath must be a relative subdirectory"
+            " of the share, such as 'datasets'; the share root is never mounted in a lab"
+        )
+    if not mount_path.startswith("/"):
+        raise ValueError(f"extra_share_mounts entry {mount!r}: mountPath must be absolute")
+
+
+def share_volume(storage: str, server: str, export_path: str, claim_name: str) -> dict:
+    if storage == "inline":
+        return {"name": SHARE_VOLUME, "nfs": {"server": server, "path": export_path}}
+    return {"name": SHARE_VOLUME, "persistentVolumeClaim": {"claimName": claim_name}}
+
+
+_MANAGED = {"app.kubernetes.io/managed-by": "nfsuidspawner"}
+
+
+def persistent_volume(
+    name: str,
+    server: str,
+    export_path: str,
+    mount_options: list[str],
+    capacity: str,
+    claim_namespace: str,
+    claim_name: str,
+) -> dict:
+    """The NFS PersistentVolume of the `ensure-pv` storage way, reserved for its claim."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": name, "labels": dict(_MANAGED)},
+        "spec": {
+            "capacity": {"storage": capacity},
+            "accessModes": ["ReadWriteMany"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "mountOptions": list(mount_options),
+            "nfs": {"server": server, "path": export_path},
+            "claimRef": {"namespace": claim_namespace, "name": claim_name},
+        },
+    }
+
+
+def persistent_volume_claim(name: str, namespace: str, volume_name: str, capacity: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(_MANAGED)},
+        "spec": {
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": "",
+            "volumeName": volume_name,
+            "resources": {"requests": {"storage": capacity}},
+        },
+    }
+
+
+def _hardened(run_as: Identity) -> dict:
+    return {
+        "runAsUser": run_as.uid,
+        "runAsGroup": run_as.gid,
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": dict(RUNTIME_DEFAULT_SECCOMP),
+    }
+
+
+def identity_init_container(
+    layout: Layout, image: str, min_uid: int, min_gid: int, identity: Identity | None
+) -> dict:
+    """The initContainer that checks the directory and, without an identity, finds it.
+
+    It mounts only the user's subPath, read-only. Without a known identity it
+    runs as nobody, which is enough to stat a mount point. With one it runs as
+    that user and refuses a directory the user does not own.
+    """
+    env = {
+        "NFSUID_USER": layout.user,
+        "NFSUID_PATH": layout.share_path,
+        "NFSUID_DIR": "/nfsuid/dir",
+        "NFSUID_MIN_UID": str(min_uid),
+        "NFSUID_MIN_GID": str(min_gid),
+    }
+    mounts = [
+        {"name": SHARE_VOLUME, "subPath": layout.home_dir, "mountPath": "/nfsuid/dir",
+         "readOnly": True},
+    ]
+    if identity is None:
+        env |= {"NFSUID_RUN": "/nfsuid/run", "NFSUID_NB_USER": layout.nb_user,
+                "NFSUID_NB_GROUP": layout.nb_user}
+        mounts.append({"name": RUN_VOLUME, "mountPath": "/nfsuid/run"})
+    else:
+        env["NFSUID_EXPECT_UID"] = str(identity.uid)
+    if layout.home_symlink:
+        env["NFSUID_HOME_LINK"] = f"/nfsuid/home/{layout.nb_user}"
+        mounts.append({"name": HOME_VOLUME, "mountPath": "/nfsuid/home"})
+    security = _hardened(identity or Identity(65534, 65534))
+    security["readOnlyRootFilesystem"] = True
+    return {
+        "name": INIT_CONTAINER,
+        "image": image,
+        "command": ["sh", "-c", identity_script()],
+        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "volumeMounts": mounts,
+        "securityContext": security,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
+    }
+
+
+def lab_volumes(share: dict, identity: Identity | None) -> list[dict]:
+    volumes = [share, {"name": HOME_VOLUME, "emptyDir": {}}]
+    if identity is None:
+        volumes.append({"name": RUN_VOLUME, "emptyDir": {}})
+    return volumes
+
+
+def lab_volume_mounts(layout: Layout, identity: Identity | None) -> list[dict]:
+    """The user's directory, /home, the identity hook and the extra read-only mounts.
+
+    Every mount of the share has a subPath: the share root is never in the lab.
+    """
+    user_dir = layout.share_path if layout.home_symlink else layout.home
+    mounts = [
+        {"name": HOME_VOLUME, "mountPath": "/home"},
+        {"name": SHARE_VOLUME, "subPath": layout.home_dir, "mountPath": user_dir},
+    ]
+    if identity is None:
+        mounts.append(
+            {"name": RUN_VOLUME, "subPath": HOOK_NAME,
+             "mountPath": f"{START_HOOK_DIR}/{HOOK_NAME}", "readOnly": True}
+        )
+    for extra in layout.extra_share_mounts:
+        check_extra_share_mount(extra)
+        mounts.append({"name": SHARE_VOLUME, "subPath": extra["subPath"],
+                       "mountPath": extra["mountPath"], "readOnly": True})
+    return mounts
+
+
+def lab_env(layout: Layout, identity: Identity | None) -> dict[str, str]:
+    """NB_* for docker-stacks images. Without an identity the start hook exports them."""
+    if identity is None:
+        return {}
+    return {
+        "NB_USER": layout.nb_user,
+        "NB_UID": str(identity.uid),
+        "NB_GID": str(identity.gid),
+        "NB_GROUP": layout.nb_user,
+        "HOME": layout.home,
+    }
+
+
+def lab_security_context(identity: Identity | None) -> dict:
+    """Run as the user from the first instruction, or as a root that can only switch users."""
+    if identity is not None:
+        return _hardened(identity)
+    return {
+        "runAsUser": 0,
+        "runAsGroup": 0,
+        "runAsNonRoot": False,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"], "add": list(ROOT_SWITCH_CAPABILITIES)},
+        "seccompProfile": dict(RUNTIME_DEFAULT_SECCOMP),
+    }
+
+
+def forbidden_env(names: list[str]) -> list[str]:
+    return [name for name in names if name in IDENTITY_ENV]
+
+
+@dataclass(frozen=True)
+class PodParts:
+    """Everything nfsuidspawner adds to one pod."""
+
+    volumes: list[dict]
+    init_container: dict
+    mounts: list[dict]
+    env: dict[str, str]
+    security_context: dict
+
+
+def pod_parts(
+    layout: Layout,
+    share: dict,
+    identity: Identity | None,
+    init_image: str,
+    min_uid: int,
+    min_gid: int,
+) -> PodParts:
+    return PodParts(
+        volumes=lab_volumes(share, identity),
+        init_container=identity_init_container(layout, init_image, min_uid, min_gid, identity),
+        mounts=lab_volume_mounts(layout, identity),
+        env=lab_env(layout, identity),
+        security_context=lab_security_context(identity),
+    )
+
+
+def _notebook(pod: models.V1Pod) -> models.V1Container:
+    for container in pod.spec.containers:
+        if container.name == NOTEBOOK_CONTAINER:
+            return container
+    raise NFSUIDError("nfsuid: the pod has no 'notebook' container to run the lab in")
+
+
+def inject(pod: models.V1Pod, parts: PodParts) -> models.V1Pod:
+    """Add `parts` to a KubeSpawner pod, replacing what decides identity.
+
+    The pod's and the notebook container's security contexts are replaced:
+    KubeSpawner's uid, gid, fs_gid and supplemental_gids (and the chart's
+    singleuser.uid) must not decide who the lab runs as. fsGroup has no effect
+    on NFS anyway.
+    """
+    spec = pod.spec
+    taken = {v.name for v in spec.volumes or []}
+    clash = taken & {v["name"] for v in parts.volumes}
+    if clash:
+        raise NFSUIDError(f"nfsuid: the pod already has volumes named {sorted(clash)}")
+    spec.volumes = (spec.volumes or []) + [get_k8s_model(models.V1Volume, v) for v in parts.volumes]
+    spec.init_containers = [get_k8s_model(models.V1Container, parts.init_container)] + (
+        spec.init_containers or []
+    )
+    spec.security_context = models.V1PodSecurityContext(
+        seccomp_profile=models.V1SeccompProfile(type="RuntimeDefault")
+    )
+
+    notebook = _notebook(pod)
+    notebook.volume_mounts = (notebook.volume_mounts or []) + [
+        get_k8s_model(models.V1VolumeMount, m) for m in parts.mounts
+    ]
+    env = [e for e in notebook.env or [] if e.name not in parts.env]
+    notebook.env = env + [models.V1EnvVar(name=k, value=v) for k, v in parts.env.items()]
+    notebook.security_context = get_k8s_model(models.V1SecurityContext, parts.security_context)
+    # start.sh cds into the home as root when started under /home; with
+    # root_squash and a 0700 home that fails, so the lab starts in /.
+    notebook.working_dir = "/"
+    return pod

@@ -1,0 +1,95 @@
+"""The identity initContainer's shell script, generated from the hub's own refusals.
+
+The script runs in a small image (busybox by default), so it is POSIX sh and
+uses only `stat -c`, `ln`, `mv` and `printf`. It reads its inputs from the
+environment (see :func:`nfsuidspawner.manifests.identity_init_container`):
+
+NFSUID_USER        the hub username, for messages
+NFSUID_PATH        the directory as the lab sees it, for messages and the home link
+NFSUID_DIR         where the user's subPath is mounted in this container
+NFSUID_MIN_UID, NFSUID_MIN_GID
+NFSUID_EXPECT_UID  set when the uid is already known (hub or callable source):
+                   the directory must be owned by it
+NFSUID_RUN         set when the script must write the start-notebook.d hook there
+NFSUID_NB_USER, NFSUID_NB_GROUP   the account names the hook exports
+NFSUID_HOME_LINK   set to the path of the /home/<user> symlink to create
+NFSUID_TERMINATION_LOG   where Kubernetes reads the failure reason
+
+On a refusal it writes one line, the same one the hub would raise, to the
+termination log and to stderr, and exits 1. On success its termination message
+is "nfsuid: user U runs as UID:GID", which the hub records in its state.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .identity import REFUSALS
+
+HOOK_NAME = "nfsuid-identity.sh"
+
+_SHELL_FIELDS = {
+    "uid": "$uid",
+    "gid": "$gid",
+    "min_uid": "$NFSUID_MIN_UID",
+    "min_gid": "$NFSUID_MIN_GID",
+    "expected_uid": "$NFSUID_EXPECT_UID",
+}
+
+
+def _sh_double_quoted(text: str) -> str:
+    """Quote `text` for sh double quotes, then let {field}s become shell variables."""
+    escaped = re.sub(r'(["\\$`])', r"\\\1", text)
+    return '"' + escaped.format(**_SHELL_FIELDS) + '"'
+
+
+def _refuse(reason: str) -> str:
+    problem, fix = REFUSALS[reason]
+    return f"refuse {_sh_double_quoted(problem)} {_sh_double_quoted(fix)}"
+
+
+def identity_script() -> str:
+    return f"""\
+set -u
+log=${{NFSUID_TERMINATION_LOG:-/dev/termination-log}}
+refuse() {{
+  printf 'nfsuid: user %s: %s %s. Fix: %s\\n' "$NFSUID_USER" "$NFSUID_PATH" "$1" "$2" > "$log"
+  cat "$log" >&2
+  exit 1
+}}
+dir=$NFSUID_DIR
+if [ -L "$dir" ]; then {_refuse("symlink")}; fi
+if [ ! -e "$dir" ]; then {_refuse("missing")}; fi
+if [ ! -d "$dir" ]; then {_refuse("not_directory")}; fi
+owner=$(stat -c '%u %g' "$dir") || exit 1
+uid=${{owner% *}}
+gid=${{owner#* }}
+if [ "$uid" -eq 0 ]; then {_refuse("root")}; fi
+if [ "$uid" -eq 65534 ]; then {_refuse("nobody")}; fi
+if [ "$uid" -lt "$NFSUID_MIN_UID" ]; then {_refuse("low_uid")}; fi
+if [ "$gid" -eq 0 ]; then {_refuse("root_group")}; fi
+if [ "$gid" -eq 65534 ]; then {_refuse("nobody_group")}; fi
+if [ "$gid" -lt "$NFSUID_MIN_GID" ]; then {_refuse("low_gid")}; fi
+if [ -n "${{NFSUID_EXPECT_UID:-}}" ] && [ "$uid" -ne "$NFSUID_EXPECT_UID" ]; then
+  {_refuse("wrong_owner")}
+fi
+if [ -n "${{NFSUID_RUN:-}}" ]; then
+  printf 'export NB_USER=%s NB_UID=%s NB_GID=%s NB_GROUP=%s\\n' \\
+    "$NFSUID_NB_USER" "$uid" "$gid" "$NFSUID_NB_GROUP" > "$NFSUID_RUN/{HOOK_NAME}.tmp"
+  mv "$NFSUID_RUN/{HOOK_NAME}.tmp" "$NFSUID_RUN/{HOOK_NAME}"
+fi
+if [ -n "${{NFSUID_HOME_LINK:-}}" ]; then
+  ln -sfn "$NFSUID_PATH" "$NFSUID_HOME_LINK"
+fi
+printf 'nfsuid: user %s runs as %s:%s\\n' "$NFSUID_USER" "$uid" "$gid" > "$log"
+cat "$log"
+"""
+
+
+_RESOLVED = re.compile(r"nfsuid: user .* runs as (\d+):(\d+)")
+
+
+def parse_resolved(message: str | None) -> tuple[int, int] | None:
+    """The uid and gid from the script's success message, if that is what `message` is."""
+    match = _RESOLVED.search(message or "")
+    return (int(match[1]), int(match[2])) if match else None

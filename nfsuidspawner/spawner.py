@@ -1,0 +1,374 @@
+"""NFSUIDSpawner: KubeSpawner whose labs run as the owner of the user's NFS directory."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+from jupyterhub.utils import maybe_future
+from kubespawner import KubeSpawner
+from traitlets import Bool, Callable, Dict, Enum, Float, Integer, List, Unicode, Union, validate
+
+from . import manifests, status
+from .errors import NFSUIDError
+from .identity import (
+    IMAGE_ACCOUNT_NAMES,
+    Identity,
+    check_expected_owner,
+    check_ids,
+    home_dir,
+    unix_name,
+)
+from .sources import owner_on_hub_mount
+from .storage import ensure_share
+
+
+class NFSUIDSpawner(KubeSpawner):
+    """Run each lab as the uid/gid that owns the user's directory on an NFS share.
+
+    The lab mounts only that directory (by subPath), keeps the share's own
+    path, and gets a ``/home/<user>`` symlink to it.
+    """
+
+    # --- Storage: how the share reaches the pod ---------------------------------------
+
+    nfs_storage = Enum(
+        ["existing-pvc", "inline", "ensure-pv"],
+        default_value="existing-pvc",
+        config=True,
+        help="""
+        How the NFS share reaches the pod.
+
+        - ``existing-pvc``: mount the PersistentVolumeClaim :attr:`nfs_pvc_name`, which an
+          admin created (a ReadWriteMany claim bound to an NFS PersistentVolume).
+        - ``inline``: an ``nfs:`` volume in the pod itself, from :attr:`nfs_server` and
+          :attr:`nfs_export_path`. It needs no PV, no PVC and no cluster-wide permission,
+          but Kubernetes gives inline NFS volumes no mount options.
+        - ``ensure-pv``: the spawner creates the PersistentVolume :attr:`nfs_pv_name` and the
+          claim :attr:`nfs_pvc_name` when they do not exist (a 409 means they do). A
+          PersistentVolume is cluster-scoped, and the Zero-to-JupyterHub hub Role does not
+          grant it: this way needs a ClusterRole (see helm-values/manifests/ensure-pv-rbac.yaml).
+          Existing objects are never changed or deleted.
+        """,
+    )
+    nfs_server = Unicode(
+        "",
+        config=True,
+        help="The NFS server's hostname or IP, for ``inline`` and ``ensure-pv``. Example: ``aixsky.msxf.local``.",
+    )
+    nfs_export_path = Unicode(
+        "",
+        config=True,
+        help="The exported path on :attr:`nfs_server`, for ``inline`` and ``ensure-pv``. Example: ``/hpc``.",
+    )
+    nfs_mount_options = List(
+        Unicode(),
+        default_value=["vers=3", "rsize=1048576", "wsize=1048576", "hard", "nolock", "proto=tcp"],
+        config=True,
+        help="""
+        Mount options of the PersistentVolume that ``ensure-pv`` creates. Inline NFS volumes
+        cannot carry mount options in Kubernetes; with ``existing-pvc`` they are the PV's own.
+        """,
+    )
+    nfs_pvc_name = Unicode(
+        "hpc-shared-pvc",
+        config=True,
+        help="The ReadWriteMany PersistentVolumeClaim of the share, in the spawner's namespace (``existing-pvc``, ``ensure-pv``).",
+    )
+    nfs_pv_name = Unicode(
+        "hpc-pv",
+        config=True,
+        help="The PersistentVolume that ``ensure-pv`` creates, reserved for :attr:`nfs_pvc_name` by its claimRef.",
+    )
+    nfs_capacity = Unicode(
+        "1Ti",
+        config=True,
+        help="The capacity written on the PV and PVC that ``ensure-pv`` creates. NFS does not enforce it.",
+    )
+
+    # --- Layout: where the user's directory appears --------------------------------------
+
+    share_mount_path = Unicode(
+        "/data/hpc",
+        config=True,
+        help="""
+        Where paths on the share appear in the lab. The user's directory is mounted at
+        ``<share_mount_path>/<home dir>``, so the paths people use on the cluster keep working.
+        Only the user's own directory (and :attr:`extra_share_mounts`) is mounted there,
+        never the share root.
+        """,
+    )
+    home_dir_template = Unicode(
+        "home/{unescaped_username}",
+        config=True,
+        help="""
+        The user's directory, relative to the share root. ``{unescaped_username}`` is the hub
+        username as it is; names with ``/``, ``..``, control characters or a leading ``-`` are
+        refused, and the result must stay inside the share.
+        """,
+    )
+    home_symlink = Bool(
+        True,
+        config=True,
+        help="""
+        Make ``/home/<user>`` a symlink to the user's directory under :attr:`share_mount_path`.
+        With False, the directory is mounted at ``/home/<user>`` directly and has no share path.
+        ``<user>`` is the hub username, lowercased, with characters other than letters,
+        digits, ``.``, ``_`` and ``-`` replaced by ``_`` (what useradd in the image accepts).
+        """,
+    )
+    extra_share_mounts = List(
+        Dict(),
+        config=True,
+        help="""
+        More directories of the share to mount read-only in every lab, such as shared datasets:
+        a list of ``{"subPath": "datasets", "mountPath": "/data/hpc/datasets"}``. ``subPath`` is
+        relative to the share root and may not be empty, ``.`` or contain ``..``: the share
+        root is never mounted in a lab.
+        """,
+    )
+
+    @validate("extra_share_mounts")
+    def _valid_extra_share_mounts(self, proposal: dict) -> list:
+        for mount in proposal.value:
+            manifests.check_extra_share_mount(mount)
+        return proposal.value
+
+    # --- Identity: who the lab runs as ----------------------------------------------------
+
+    identity_source = Union(
+        [Enum(["initcontainer", "hub"]), Callable()],
+        default_value="initcontainer",
+        config=True,
+        help="""
+        Where the lab's uid and gid come from.
+
+        - ``initcontainer``: an initContainer mounts only the user's directory, reads its
+          owner with ``stat`` and checks it. The lab container starts as root with every
+          capability dropped but SETUID, SETGID and CHOWN, no privilege escalation and seccomp
+          RuntimeDefault; the image's start.sh then switches to the owner (Jupyter
+          docker-stacks images). The hub needs no access to the share.
+        - ``hub``: the hub stats the directory on its own read-only mount of the share
+          (:attr:`hub_share_path`), in a thread, with :attr:`identity_timeout`. The lab runs
+          as the owner from its first instruction and passes the Pod Security Standards
+          "restricted" profile.
+        - a callable ``(spawner) -> nfsuidspawner.Identity``, sync or async, for sites whose
+          truth is a directory service. ``nfsuidspawner.nss_identity`` asks the hub's NSS.
+          The lab runs as that identity, and the pod refuses to start if the directory is not
+          owned by its uid (checked by the hub too when :attr:`hub_share_path` is set).
+
+        Every source passes the same checks: :attr:`min_uid`, :attr:`min_gid`, never uid or
+        gid 0 or 65534, a real directory that is not a symlink.
+        """,
+    )
+    hub_share_path = Unicode(
+        "",
+        config=True,
+        help="""
+        Where the share root is mounted in the hub, read-only (for example ``/mnt/hpc`` via
+        the chart's hub.extraVolumes). Required by ``identity_source = "hub"``.
+        """,
+    )
+    identity_timeout = Float(
+        10.0,
+        config=True,
+        help="""
+        Seconds the hub waits for the stat of a user's directory. A hung NFS server fails
+        that one spawn with a clear message; the stat runs in a thread of its own, so the
+        hub keeps serving everyone else.
+        """,
+    )
+    min_uid = Integer(
+        1000,
+        config=True,
+        help="The lowest uid a lab may run as. System accounts live below it. 0 and 65534 are always refused.",
+    )
+    min_gid = Integer(
+        1000,
+        config=True,
+        help="""
+        The lowest gid a lab may run as. Lower it (for example to 100, ``users``) if your users'
+        directories belong to such a group; 0 and 65534 are always refused.
+        """,
+    )
+    init_image = Unicode(
+        "docker.io/library/busybox:1.37",
+        config=True,
+        help="The image of the identity initContainer. It needs ``sh``, ``stat -c``, ``ln``, ``mv`` and ``cat``.",
+    )
+    image_account_names = List(
+        Unicode(),
+        default_value=list(IMAGE_ACCOUNT_NAMES),
+        config=True,
+        help="""
+        User and group names the lab image already has. A hub user whose account name would
+        be one of them is refused: start.sh cannot create it, and a user named ``sudo`` would
+        join the sudo group.
+        """,
+    )
+    unsafe_allow_identity_overrides = Bool(
+        False,
+        config=True,
+        help="""
+        UNSAFE. Let admin config, profiles and user options set NB_USER, NB_UID, NB_GID,
+        NB_GROUP, GRANT_SUDO, CHOWN_HOME(_OPTS) or CHOWN_EXTRA(_OPTS) in the lab's environment.
+        By default any of them fails the spawn with an error naming it. GRANT_SUDO=yes gives
+        the user root, and root can read every home even under root_squash; CHOWN_HOME on a
+        shared NFS home changes ownership on the share. The spawner's own NB_* values still
+        win.
+        """,
+    )
+
+    # --- Glue ---------------------------------------------------------------------------
+
+    identity: Identity | None = None
+
+    def _layout(self) -> manifests.Layout:
+        name = self.user.name
+        return manifests.Layout(
+            user=name,
+            home_dir=home_dir(self.home_dir_template, name),
+            share_mount_path=self.share_mount_path,
+            nb_user=unix_name(name, self.image_account_names),
+            home_symlink=self.home_symlink,
+            extra_share_mounts=tuple(self.extra_share_mounts),
+        )
+
+    def _check_config(self) -> None:
+        needs = []
+        if self.nfs_storage in ("inline", "ensure-pv"):
+            needs += [t for t in ("nfs_server", "nfs_export_path") if not getattr(self, t)]
+        if self.identity_source == "hub" and not self.hub_share_path:
+            needs.append("hub_share_path")
+        if needs:
+            raise NFSUIDError(
+                f"nfsuid: user {self.user.name}: the spawner is not configured: set "
+                + ", ".join(f"c.NFSUIDSpawner.{t}" for t in needs)
+                + f" (nfs_storage {self.nfs_storage!r}, identity_source {self.identity_source!r})"
+            )
+
+    async def _known_identity(self, layout: manifests.Layout) -> Identity | None:
+        """The identity the hub knows before the pod exists; None for the initcontainer source."""
+        source = self.identity_source
+        if source == "initcontainer":
+            return None
+        hub_path = f"{self.hub_share_path.rstrip('/')}/{layout.home_dir}"
+        args = (layout.user, hub_path, self.identity_timeout, self.min_uid, self.min_gid)
+        if source == "hub":
+            return await owner_on_hub_mount(*args)
+        found = await maybe_future(source(self))
+        if not isinstance(found, Identity):
+            raise NFSUIDError(
+                f"nfsuid: user {layout.user}: identity_source returned {found!r}, not an"
+                " nfsuidspawner.Identity. Fix: return Identity(uid, gid)"
+            )
+        identity = check_ids(layout.user, layout.share_path, found.uid, found.gid,
+                             self.min_uid, self.min_gid)
+        if self.hub_share_path:
+            owner = await owner_on_hub_mount(*args)
+            check_expected_owner(layout.user, hub_path, owner.uid, identity)
+        return identity
+
+    def _check_env(self, pod: Any, user: str) -> None:
+        if self.unsafe_allow_identity_overrides:
+            return
+        for container in pod.spec.containers:
+            names = [e.name for e in container.env or []]
+            for name in manifests.forbidden_env(names):
+                raise NFSUIDError(
+                    f"nfsuid: user {user}: the environment sets {name} (from"
+                    " c.KubeSpawner.environment, a profile's kubespawner_override or user"
+                    " options), but nfsuidspawner owns the lab's identity. Fix: remove"
+                    f" {name}, or accept the risk with"
+                    " c.NFSUIDSpawner.unsafe_allow_identity_overrides = True"
+                )
+
+    def get_args(self) -> list[str]:
+        args = super().get_args()
+        if not self.notebook_dir:
+            # The lab starts in / (see manifests.inject); open it at the user's home.
+            args.append(f"--ServerApp.root_dir={self._layout().home}")
+        return args
+
+    async def get_pod_manifest(self) -> Any:
+        layout = self._layout()
+        identity = await self._known_identity(layout)
+        pod = await super().get_pod_manifest()
+        self._check_env(pod, layout.user)
+        share = manifests.share_volume(
+            self.nfs_storage, self.nfs_server, self.nfs_export_path, self.nfs_pvc_name
+        )
+        parts = manifests.pod_parts(
+            layout, share, identity, self.init_image, self.min_uid, self.min_gid
+        )
+        self.identity = identity
+        return manifests.inject(pod, parts)
+
+    def start(self) -> asyncio.Future:
+        return asyncio.ensure_future(self._start_checked())
+
+    async def _start_checked(self) -> Any:
+        self._check_config()
+        if self.nfs_storage == "ensure-pv":
+            await ensure_share(
+                self.api,
+                manifests.persistent_volume(
+                    self.nfs_pv_name, self.nfs_server, self.nfs_export_path,
+                    self.nfs_mount_options, self.nfs_capacity, self.namespace, self.nfs_pvc_name,
+                ),
+                manifests.persistent_volume_claim(
+                    self.nfs_pvc_name, self.namespace, self.nfs_pv_name, self.nfs_capacity
+                ),
+            )
+        kube_start = super().start()
+        refused = asyncio.ensure_future(self._init_refusal())
+        try:
+            await asyncio.wait({kube_start, refused}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            kube_start.cancel()
+            refused.cancel()
+            raise
+        if kube_start.done():
+            refused.cancel()
+            url = kube_start.result()
+            self._record_resolved_identity()
+            return url
+        kube_start.cancel()
+        reason = refused.result()
+        await self.stop(now=True)
+        raise NFSUIDError(reason)
+
+    def _reflected_pod(self) -> dict | None:
+        reflector = self.pod_reflector
+        return reflector.pods.get(f"{self.namespace}/{self.pod_name}") if reflector else None
+
+    async def _init_refusal(self) -> str:
+        """Wait until the identity initContainer fails, and say why."""
+        while True:
+            reason = status.init_failure(self._reflected_pod())
+            if reason:
+                if not reason.startswith("nfsuid:"):
+                    reason = f"nfsuid: user {self.user.name}: {reason}"
+                return reason
+            await asyncio.sleep(0.5)
+
+    def _record_resolved_identity(self) -> None:
+        found = status.resolved_identity(self._reflected_pod())
+        if found:
+            self.identity = Identity(*found)
+
+    def get_state(self) -> dict:
+        state = super().get_state()
+        if self.identity:
+            state["nfsuid_identity"] = dataclasses.asdict(self.identity)
+        return state
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        if "nfsuid_identity" in state:
+            self.identity = Identity(**state["nfsuid_identity"])
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        self.identity = None

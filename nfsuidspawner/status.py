@@ -1,0 +1,54 @@
+"""Reading what the kubelet reports about the identity initContainer.
+
+KubeSpawner waits for a pod to be ready and, when an initContainer fails, would
+only time out. These pure functions read the pod as KubeSpawner's reflector
+holds it (a camelCase dict) so that a refusal is shown at once, in its own words.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .manifests import INIT_CONTAINER
+from .script import parse_resolved
+
+# Waiting reasons that no amount of waiting fixes.
+_STUCK = {"CreateContainerConfigError", "CreateContainerError", "ErrImagePull",
+          "ImagePullBackOff", "InvalidImageName", "RunContainerError"}
+
+
+def _init_status(pod: dict[str, Any] | None) -> dict[str, Any] | None:
+    for status in ((pod or {}).get("status") or {}).get("initContainerStatuses") or []:
+        if status.get("name") == INIT_CONTAINER:
+            return status
+    return None
+
+
+def init_failure(pod: dict[str, Any] | None) -> str | None:
+    """Why the identity initContainer failed, or None while it has not failed."""
+    status = _init_status(pod)
+    if status is None:
+        return None
+    for state in (status.get("state") or {}, status.get("lastState") or {}):
+        terminated = state.get("terminated")
+        if terminated and terminated.get("exitCode") != 0:
+            message = (terminated.get("message") or "").strip()
+            return message or (
+                f"the {INIT_CONTAINER} initContainer exited with code"
+                f" {terminated.get('exitCode')} ({terminated.get('reason')})"
+            )
+    waiting = (status.get("state") or {}).get("waiting") or {}
+    if waiting.get("reason") in _STUCK:
+        return f"the {INIT_CONTAINER} initContainer cannot start: {waiting['reason']}: " + (
+            waiting.get("message") or ""
+        )
+    return None
+
+
+def resolved_identity(pod: dict[str, Any] | None) -> tuple[int, int] | None:
+    """The uid and gid the initContainer found, from its success message."""
+    status = _init_status(pod)
+    terminated = ((status or {}).get("state") or {}).get("terminated") or {}
+    if terminated.get("exitCode") != 0:
+        return None
+    return parse_resolved(terminated.get("message"))

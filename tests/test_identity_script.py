@@ -1,0 +1,152 @@
+"""The identity initContainer's script, run for real by bash against a tree chowned as root.
+
+Each refusal must be the exact line the hub would raise for the same directory.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from nfsuidspawner.identity import refusal
+from nfsuidspawner.script import HOOK_NAME, identity_script, parse_resolved
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: chowns a tree to other uids")
+
+OWNERS = {
+    "alice": (2001, 3001),
+    "alice2": (2005, 3005),
+    "a.b": (2010, 3010),
+    "aXb": (2011, 3011),
+    "Alice.Smith": (2020, 3020),
+    "qiang.guo03": (2003, 3003),
+    "rooted": (0, 0),
+    "low": (500, 3001),
+    "lowgroup": (2030, 50),
+    "nobody": (65534, 65534),
+}
+
+
+@pytest.fixture
+def share(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    for name, (uid, gid) in OWNERS.items():
+        (home / name).mkdir(mode=0o700)
+        os.chown(home / name, uid, gid)
+    (home / "linked").symlink_to(home / "alice")
+    (home / "plainfile").write_text("")
+    return tmp_path
+
+
+def run_script(share: Path, name: str, tmp_path: Path, **extra: str) -> subprocess.CompletedProcess:
+    run = tmp_path / "run"
+    homes = tmp_path / "homes"
+    run.mkdir(exist_ok=True)
+    homes.mkdir(exist_ok=True)
+    env = {
+        "PATH": os.environ["PATH"],
+        "NFSUID_USER": name,
+        "NFSUID_PATH": f"/data/hpc/home/{name}",
+        "NFSUID_DIR": str(share / "home" / name),
+        "NFSUID_MIN_UID": "1000",
+        "NFSUID_MIN_GID": "1000",
+        "NFSUID_RUN": str(run),
+        "NFSUID_NB_USER": name.lower(),
+        "NFSUID_NB_GROUP": name.lower(),
+        "NFSUID_HOME_LINK": str(homes / name.lower()),
+        "NFSUID_TERMINATION_LOG": str(tmp_path / "termination-log"),
+    } | extra
+    return subprocess.run(
+        ["bash", "-c", identity_script()], env=env, capture_output=True, text=True, timeout=30
+    )
+
+
+def expected_refusal(name: str, reason: str, **fields: int) -> str:
+    return str(refusal(name, f"/data/hpc/home/{name}", reason, **fields))
+
+
+@pytest.mark.parametrize("name", ["alice", "a.b", "Alice.Smith", "qiang.guo03"])
+def test_owner_becomes_the_identity_hook(share: Path, tmp_path: Path, name: str) -> None:
+    result = run_script(share, name, tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    uid, gid = OWNERS[name]
+    hook = (tmp_path / "run" / HOOK_NAME).read_text()
+    lower = name.lower()
+    assert hook == f"export NB_USER={lower} NB_UID={uid} NB_GID={gid} NB_GROUP={lower}\n"
+    assert parse_resolved((tmp_path / "termination-log").read_text()) == (uid, gid)
+
+
+def test_home_link_points_at_the_share_path(share: Path, tmp_path: Path) -> None:
+    run_script(share, "alice", tmp_path)
+
+    assert os.readlink(tmp_path / "homes" / "alice") == "/data/hpc/home/alice"
+
+
+@pytest.mark.parametrize(
+    ("name", "neighbour"), [("alice", "alice2"), ("a.b", "aXb")], ids=["prefix", "dot-not-regex"]
+)
+def test_similar_names_do_not_match(share: Path, tmp_path: Path, name: str, neighbour: str) -> None:
+    result = run_script(share, name, tmp_path)
+
+    assert parse_resolved(result.stdout) == OWNERS[name] != OWNERS[neighbour]
+
+
+@pytest.mark.parametrize(
+    ("name", "reason", "fields"),
+    [
+        ("missing", "missing", {}),
+        ("rooted", "root", {}),
+        ("low", "low_uid", {"uid": 500, "min_uid": 1000}),
+        ("lowgroup", "low_gid", {"gid": 50, "min_gid": 1000}),
+        ("linked", "symlink", {}),
+        ("nobody", "nobody", {}),
+        ("plainfile", "not_directory", {}),
+    ],
+)
+def test_refusal_is_the_hubs_exact_line(
+    share: Path, tmp_path: Path, name: str, reason: str, fields: dict[str, int]
+) -> None:
+    result = run_script(share, name, tmp_path)
+
+    line = expected_refusal(name, reason, **fields)
+    assert result.returncode == 1
+    assert (tmp_path / "termination-log").read_text() == line + "\n"
+    assert result.stderr == line + "\n"
+    assert not (tmp_path / "run" / HOOK_NAME).exists()
+    assert not (tmp_path / "homes" / name).exists()
+
+
+def test_expected_uid_must_own_the_directory(share: Path, tmp_path: Path) -> None:
+    result = run_script(share, "alice", tmp_path, NFSUID_EXPECT_UID="2002")
+
+    assert result.returncode == 1
+    assert result.stderr.strip() == expected_refusal(
+        "alice", "wrong_owner", uid=2001, expected_uid=2002
+    )
+
+
+def test_expected_uid_that_owns_the_directory_passes(share: Path, tmp_path: Path) -> None:
+    result = run_script(share, "alice", tmp_path, NFSUID_EXPECT_UID="2001")
+
+    assert result.returncode == 0, result.stderr
+
+
+def test_script_is_posix_sh(share: Path, tmp_path: Path) -> None:
+    """busybox runs it as ash: dash, the strictest POSIX shell here, must run it too."""
+    dash = Path("/bin/dash")
+    if not dash.exists():
+        pytest.skip("needs /bin/dash")
+    env = {"NFSUID_USER": "alice", "NFSUID_PATH": "/data/hpc/home/alice",
+           "NFSUID_DIR": str(share / "home" / "alice"), "NFSUID_MIN_UID": "1000",
+           "NFSUID_MIN_GID": "1000", "NFSUID_TERMINATION_LOG": str(tmp_path / "log"),
+           "PATH": os.environ["PATH"]}
+    result = subprocess.run([str(dash), "-c", identity_script()], env=env,
+                            capture_output=True, text=True, timeout=30)
+
+    assert result.returncode == 0, result.stderr
+    assert parse_resolved(result.stdout) == (2001, 3001)
