@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.config import kube_config
 from kubespawner import clients
 from traitlets.config import Config
@@ -30,26 +32,27 @@ class FakeUser:
         self.escaped_name = name
 
 
-@pytest.fixture
-def unreachable_kubeconfig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+@pytest.fixture(scope="session")
+def unreachable_kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A kubeconfig for a server that is never contacted: building a pod needs no cluster.
 
     KubeSpawner loads its client config once per process (an lru_cache), so the
     cache is cleared before and after.
     """
-    path = tmp_path / "kubeconfig"
+    path = tmp_path_factory.mktemp("kube") / "kubeconfig"
     path.write_text(
         "apiVersion: v1\nkind: Config\ncurrent-context: unit\n"
         "clusters: [{name: unit, cluster: {server: 'http://127.0.0.1:9'}}]\n"
         "users: [{name: unit, user: {token: unused}}]\n"
         "contexts: [{name: unit, context: {cluster: unit, user: unit, namespace: default}}]\n"
     )
-    # kubernetes_asyncio reads KUBECONFIG when it is imported, so patch what it read.
-    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    clients.load_config.cache_clear()
-    yield path
-    clients.load_config.cache_clear()
+    with pytest.MonkeyPatch.context() as patch:
+        # kubernetes_asyncio reads KUBECONFIG when it is imported, so patch what it read.
+        patch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
+        patch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        clients.load_config.cache_clear()
+        yield path
+        clients.load_config.cache_clear()
 
 
 @pytest.fixture
@@ -75,3 +78,31 @@ def make_spawner(unreachable_kubeconfig: Path) -> Callable[..., NFSUIDSpawner]:
         )
 
     return make
+
+
+# Directories on the stand-in share: owner uid and gid, by directory name.
+SHARE_OWNERS = {
+    "alice": (2001, 3001),
+    "bob": (2002, 3002),
+    "qiang.guo03": (2003, 3003),
+    "Alice.Smith": (2020, 3020),
+    "o'neil": (2040, 3040),
+}
+
+
+@pytest.fixture
+def hub_share(tmp_path: Path) -> Path:
+    """A share root whose home/<name> directories are owned by SHARE_OWNERS, as on NFS."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: chowns the stand-in share to the users' uids")
+    root = tmp_path / "share"
+    for name, (uid, gid) in SHARE_OWNERS.items():
+        path = root / "home" / name
+        path.mkdir(parents=True, mode=0o700)
+        os.chown(path, uid, gid)
+    return root
+
+
+def serialize(obj: Any) -> Any:
+    """A kubernetes_asyncio model as the camelCase dict the API server receives."""
+    return ApiClient().sanitize_for_serialization(obj)
