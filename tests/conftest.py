@@ -68,7 +68,7 @@ def make_spawner(unreachable_kubeconfig: Path) -> Callable[..., NFSUIDSpawner]:
         server_name: str = "",
         spawner_class: type[NFSUIDSpawner] = NFSUIDSpawner,
     ) -> NFSUIDSpawner:
-        if isinstance(config, dict):
+        if config is not None and not isinstance(config, Config):
             config = Config({"NFSUIDSpawner": config})
         return spawner_class(
             _mock=True,
