@@ -1,0 +1,72 @@
+"""Fixtures for the sandbox API server: servers on loopback and kubernetes_asyncio clients."""
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import config
+from kubernetes_asyncio.client import ApiClient, Configuration, CoreV1Api
+
+from nfsuidspawner.sandbox.apiserver import ApiServer
+
+TOKENS = {"admin-token": "admin", "hub-token": "hub", "nobody-token": "nobody"}
+HUB_NAMESPACE = "jupyter-system"
+
+MakeServer = Callable[..., Awaitable[ApiServer]]
+MakeClient = Callable[..., Awaitable[CoreV1Api]]
+
+
+@pytest.fixture
+async def make_apiserver() -> AsyncIterator[MakeServer]:
+    """Start ApiServers (defaults: the test tokens, namespaces default and jupyter-system)."""
+    servers: list[ApiServer] = []
+
+    async def make(**kwargs: Any) -> ApiServer:
+        kwargs.setdefault("tokens", TOKENS)
+        kwargs.setdefault("namespaces", ["default", HUB_NAMESPACE])
+        kwargs.setdefault("hub_namespace", HUB_NAMESPACE)
+        server = ApiServer(**kwargs)
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        await server.stop()
+
+
+@pytest.fixture
+async def apiserver(make_apiserver: MakeServer) -> ApiServer:
+    return await make_apiserver()
+
+
+@pytest.fixture
+async def make_client(tmp_path: Path) -> AsyncIterator[MakeClient]:
+    """CoreV1Api clients configured from a kubeconfig the server wrote, one per token."""
+    api_clients: list[ApiClient] = []
+
+    async def make(
+        server: ApiServer, token: str = "admin-token", namespace: str = HUB_NAMESPACE
+    ) -> CoreV1Api:
+        path = tmp_path / f"kubeconfig-{len(api_clients)}"
+        server.write_kubeconfig(path, token, namespace)
+        configuration = Configuration()
+        await config.load_kube_config(config_file=str(path), client_configuration=configuration)
+        api_client = ApiClient(configuration=configuration)
+        api_clients.append(api_client)
+        return CoreV1Api(api_client)
+
+    yield make
+    for api_client in api_clients:
+        await api_client.close()
+
+
+@pytest.fixture
+async def admin(apiserver: ApiServer, make_client: MakeClient) -> CoreV1Api:
+    return await make_client(apiserver)
+
+
+@pytest.fixture
+async def hub(apiserver: ApiServer, make_client: MakeClient) -> CoreV1Api:
+    return await make_client(apiserver, token="hub-token")

@@ -1,0 +1,58 @@
+"""The ensure-pv storage way against the sandbox API server, with the hub's real permissions."""
+
+from __future__ import annotations
+
+import pytest
+
+from nfsuidspawner import NFSUIDError, manifests
+from nfsuidspawner.storage import ensure_share
+
+from .conftest import HUB_NAMESPACE
+
+PV = manifests.persistent_volume(
+    "hpc-pv", "aixsky.msxf.local", "/hpc", ["vers=3", "hard"], "1Ti", HUB_NAMESPACE,
+    "hpc-shared-pvc",
+)
+PVC = manifests.persistent_volume_claim("hpc-shared-pvc", HUB_NAMESPACE, "hpc-pv", "1Ti")
+PV_RULES = [{"resources": ["persistentvolumes"], "verbs": ["get", "create"]}]
+
+
+async def test_hub_role_alone_gets_an_error_naming_the_cluster_role_rule(
+    make_apiserver, make_client
+) -> None:
+    server = await make_apiserver()
+    hub = await make_client(server, token="hub-token")
+
+    with pytest.raises(NFSUIDError) as refused:
+        await ensure_share(hub, PV, PVC)
+
+    assert str(refused.value).startswith(
+        "nfsuid: the hub may not create PersistentVolume hpc-pv (403 Forbidden). Fix:")
+    assert 'resources: ["persistentvolumes"], verbs: ["get", "create"]' in str(refused.value)
+    assert server.objects("persistentvolumeclaims") == []
+
+
+async def test_with_the_cluster_role_the_pair_is_created_and_bound(
+    make_apiserver, make_client
+) -> None:
+    server = await make_apiserver(hub_cluster_rules=PV_RULES)
+    hub = await make_client(server, token="hub-token")
+
+    await ensure_share(hub, PV, PVC)
+
+    [pv] = server.objects("persistentvolumes")
+    [pvc] = server.objects("persistentvolumeclaims")
+    assert pv["spec"]["claimRef"] == {"namespace": HUB_NAMESPACE, "name": "hpc-shared-pvc"}
+    assert pvc["spec"]["volumeName"] == "hpc-pv"
+
+
+async def test_ensuring_twice_is_idempotent_and_changes_nothing(make_apiserver, make_client):
+    server = await make_apiserver(hub_cluster_rules=PV_RULES)
+    hub = await make_client(server, token="hub-token")
+    await ensure_share(hub, PV, PVC)
+    before = server.objects("persistentvolumes") + server.objects("persistentvolumeclaims")
+
+    await ensure_share(hub, PV, PVC)
+
+    after = server.objects("persistentvolumes") + server.objects("persistentvolumeclaims")
+    assert after == before

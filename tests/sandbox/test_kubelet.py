@@ -1,0 +1,472 @@
+"""The sandbox kubelet against the sandbox API server: real processes, uids, mounts (needs root)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from nfsuidspawner.sandbox.apiserver import ApiServer
+from nfsuidspawner.sandbox.kubelet import Kubelet, KubeletError
+
+pytestmark = pytest.mark.sandbox
+
+Obj = dict[str, Any]
+NS = "default"
+TOKEN = "kubelet-token"
+EXPORT = "nfs.example:/export"
+BUSYBOX = "docker.io/library/busybox:1.37"
+NOTEBOOK = "quay.io/jupyter/base-notebook:2025-01-13"
+
+
+def _needs_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the kubelet enforces uids and mounts for real")
+    if shutil.which("unshare") is None or shutil.which("setpriv") is None:
+        pytest.skip("needs util-linux unshare and setpriv")
+
+
+class Cluster:
+    def __init__(self, server: ApiServer, kubelet: Kubelet, export: Path, session: aiohttp.ClientSession):
+        self.server, self.kubelet, self.export, self.session = server, kubelet, export, session
+
+    async def call(self, method: str, path: str, body: Obj | None = None, **params: str) -> Obj:
+        async with self.session.request(method, self.server.url + path, json=body, params=params) as r:
+            data = await r.json()
+            assert r.status < 300, data
+            return data
+
+    async def create(self, name: str, containers: list[Obj], *, init: list[Obj] | None = None,
+                     volumes: list[Obj] | None = None, restart: str = "Never", **spec: Any) -> Obj:
+        pod = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"containers": containers, "restartPolicy": restart,
+                     "terminationGracePeriodSeconds": 2, **spec},
+        }  # fmt: skip
+        if init:
+            pod["spec"]["initContainers"] = init
+        if volumes:
+            pod["spec"]["volumes"] = volumes
+        return await self.call("POST", f"/api/v1/namespaces/{NS}/pods", pod)
+
+    async def get(self, name: str) -> Obj | None:
+        async with self.session.get(f"{self.server.url}/api/v1/namespaces/{NS}/pods/{name}") as r:
+            return await r.json() if r.status == 200 else None
+
+    async def wait(self, name: str, cond: Callable[[Obj], bool], timeout: float = 15) -> Obj:
+        deadline = time.monotonic() + timeout
+        pod = None
+        while time.monotonic() < deadline:
+            pod = await self.get(name)
+            if pod is not None and cond(pod):
+                return pod
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"timed out; pod: {pod}\n{await self.explain(name)}")
+
+    async def finished(self, name: str) -> Obj:
+        return await self.wait(name, lambda p: p["status"].get("phase") in ("Succeeded", "Failed"))
+
+    async def events(self, name: str) -> list[Obj]:
+        events = [e for e in self.server.objects("events") if e["involvedObject"]["name"] == name]
+        return sorted(events, key=lambda e: int(e["metadata"]["resourceVersion"]))
+
+    async def explain(self, name: str) -> str:
+        """Events and logs, printed when a test fails so that the failure explains itself."""
+        lines = [f"{e['reason']}: {e['message']}" for e in await self.events(name)]
+        pod = await self.get(name)
+        for c in (pod or {}).get("spec", {}).get("initContainers", []) + (pod or {}).get("spec", {}).get("containers", []):
+            lines.append(f"--- log {c['name']}:\n{self.kubelet.logs(NS, name, c['name'])}")
+        return "\n".join(lines)
+
+    def log(self, name: str, container: str = "c") -> str:
+        return self.kubelet.logs(NS, name, container)
+
+
+def sh(script: str, name: str = "c", image: str = BUSYBOX, **extra: Any) -> Obj:
+    return {"name": name, "image": image, "command": ["sh", "-c", script], **extra}
+
+
+def user(uid: int, gid: int | None = None, **extra: Any) -> Obj:
+    sc: Obj = {"runAsUser": uid, "allowPrivilegeEscalation": False,
+               "capabilities": {"drop": ["ALL"]}, **extra}  # fmt: skip
+    if gid is not None:
+        sc["runAsGroup"] = gid
+    return sc
+
+
+def _mounts_under(path: Path) -> list[str]:
+    """Host-namespace mounts below path (other test suites may mount elsewhere meanwhile)."""
+    return [ln for ln in Path("/proc/self/mountinfo").read_text().splitlines() if str(path) in ln]
+
+
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    _needs_root()
+    export = tmp_path / "export"
+    export.mkdir()
+    server = ApiServer(tokens={TOKEN: "admin"}, namespaces=[NS], graceful_pod_deletion=True)
+    await server.start()
+    kubelet = Kubelet(server.url, TOKEN, tmp_path / "state", {EXPORT: str(export)},
+                      "127.0.91.0/24", backoff_initial=0.2, backoff_max=0.5)  # fmt: skip
+    await kubelet.start()
+    session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"})
+    try:
+        yield Cluster(server, kubelet, export, session)
+    finally:
+        await kubelet.stop()
+        await session.close()
+        await server.stop()
+    assert _mounts_under(tmp_path) == []
+
+
+def nfs_volume(path: str = "/export") -> Obj:
+    return {"name": "share", "nfs": {"server": "nfs.example", "path": path}}
+
+
+# --- identity and files ---
+
+
+async def test_container_runs_as_run_as_user_and_group(cluster: Cluster) -> None:
+    await cluster.create("ids", [sh("id", securityContext=user(1234, 2345))],
+                         securityContext={"supplementalGroups": [4000]})  # fmt: skip
+    pod = await cluster.finished("ids")
+    assert pod["status"]["phase"] == "Succeeded"
+    assert cluster.log("ids").strip() == "uid=1234 gid=2345 groups=2345,4000"
+
+
+async def test_file_created_on_nfs_volume_is_owned_by_run_as_user(cluster: Cluster) -> None:
+    (cluster.export / "home").mkdir(mode=0o777)
+    os.chmod(cluster.export / "home", 0o777)
+    await cluster.create(
+        "owner", [sh("touch /share/home/made-here", securityContext=user(1234, 2345),
+                     volumeMounts=[{"name": "share", "mountPath": "/share"}])],  # fmt: skip
+        volumes=[nfs_volume()],
+    )
+    assert (await cluster.finished("owner"))["status"]["phase"] == "Succeeded"
+    st = (cluster.export / "home" / "made-here").stat()
+    assert (st.st_uid, st.st_gid) == (1234, 2345)
+
+
+async def test_subpath_mounts_only_that_directory(cluster: Cluster) -> None:
+    for d in ("alice", "bob"):
+        (cluster.export / "home" / d).mkdir(parents=True)
+    (cluster.export / "home" / "alice" / "mine").touch()
+    await cluster.create(
+        "subpath", [sh("ls -A /data; ls -A /data/..; ls /export 2>&1 || echo no-export",
+                       volumeMounts=[{"name": "share", "mountPath": "/data/alice",
+                                      "subPath": "home/alice"}])],  # fmt: skip
+        volumes=[nfs_volume()],
+    )
+    await cluster.finished("subpath")
+    lines = cluster.log("subpath").split()
+    assert lines[0] == "alice" and "bob" not in lines and "no-export" in lines
+
+
+async def test_nfs_volume_may_name_a_subdirectory_of_an_export(cluster: Cluster) -> None:
+    (cluster.export / "projects").mkdir()
+    (cluster.export / "projects" / "p1").touch()
+    await cluster.create("subexport", [sh("ls /p", volumeMounts=[{"name": "share", "mountPath": "/p"}])],
+                         volumes=[nfs_volume("/export/projects")])  # fmt: skip
+    await cluster.finished("subexport")
+    assert cluster.log("subexport").split() == ["p1"]
+
+
+async def test_read_only_mount_is_read_only(cluster: Cluster) -> None:
+    await cluster.create(
+        "ro", [sh("touch /share/x 2>&1; echo rc=$?",
+                  volumeMounts=[{"name": "share", "mountPath": "/share", "readOnly": True}])],
+        volumes=[nfs_volume()],
+    )
+    await cluster.finished("ro")
+    assert "Read-only file system" in cluster.log("ro") and not (cluster.export / "x").exists()
+
+
+async def test_missing_subpath_is_created_root_owned(cluster: Cluster) -> None:
+    await cluster.create(
+        "mksub", [sh("true", securityContext=user(1234, 2345),
+                     volumeMounts=[{"name": "share", "mountPath": "/d", "subPath": "new/dir"}])],
+        volumes=[nfs_volume()],
+    )
+    await cluster.finished("mksub")
+    st = (cluster.export / "new" / "dir").stat()
+    assert (st.st_uid, st.st_gid) == (0, 0)
+
+
+async def test_symlink_subpath_fails_with_create_container_config_error(cluster: Cluster) -> None:
+    (cluster.export / "real").mkdir()
+    (cluster.export / "link").symlink_to("real")
+    await cluster.create(
+        "symsub", [sh("true", volumeMounts=[{"name": "share", "mountPath": "/d", "subPath": "link"}])],
+        volumes=[nfs_volume()],
+    )
+    pod = await cluster.wait("symsub", lambda p: "waiting" in (
+        (p["status"].get("containerStatuses") or [{}])[0].get("state") or {})
+        and p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+        == "CreateContainerConfigError")  # fmt: skip
+    assert pod["status"]["phase"] == "Pending"
+    assert "symlink" in pod["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+
+
+async def test_emptydir_is_world_writable_and_shared_between_containers(cluster: Cluster) -> None:
+    vm = [{"name": "scratch", "mountPath": "/scratch"}]
+    await cluster.create(
+        "empty", [sh("cat /scratch/note; stat -c %a /scratch", volumeMounts=vm)],
+        init=[sh("echo from-init > /scratch/note", name="i", securityContext=user(1234),
+                 volumeMounts=vm)],  # fmt: skip
+        volumes=[{"name": "scratch", "emptyDir": {}}],
+    )
+    await cluster.finished("empty")
+    assert cluster.log("empty").split() == ["from-init", "777"]
+
+
+# --- init containers and termination messages ---
+
+
+async def test_init_containers_run_in_order_before_the_main_container(cluster: Cluster) -> None:
+    vm = [{"name": "scratch", "mountPath": "/s"}]
+    await cluster.create(
+        "order", [sh("cat /s/order", volumeMounts=vm)],
+        init=[sh("echo one >> /s/order", name="i1", volumeMounts=vm),
+              sh("echo two >> /s/order", name="i2", volumeMounts=vm)],
+        volumes=[{"name": "scratch", "emptyDir": {}}],
+    )  # fmt: skip
+    pod = await cluster.finished("order")
+    assert cluster.log("order").split() == ["one", "two"]
+    assert [s["state"]["terminated"]["reason"] for s in pod["status"]["initContainerStatuses"]] == [
+        "Completed", "Completed"]  # fmt: skip
+
+
+async def test_failed_init_container_reports_its_termination_message(cluster: Cluster) -> None:
+    await cluster.create(
+        "initfail", [sh("echo main ran")],
+        init=[sh("echo 'no such directory' > /dev/termination-log; exit 1", name="nfsuid-identity",
+                 securityContext=user(65534, 65534, readOnlyRootFilesystem=True))],
+    )  # fmt: skip
+    pod = await cluster.finished("initfail")
+    assert pod["status"]["phase"] == "Failed"
+    term = pod["status"]["initContainerStatuses"][0]["state"]["terminated"]
+    assert (term["exitCode"], term["reason"], term["message"]) == (1, "Error", "no such directory\n")
+    assert "running" not in pod["status"]["containerStatuses"][0]["state"]
+    assert cluster.log("initfail") == ""
+
+
+async def test_fallback_to_logs_on_error_uses_the_log_tail(cluster: Cluster) -> None:
+    await cluster.create("fallback", [sh("echo first; echo last words; exit 3",
+                                         terminationMessagePolicy="FallbackToLogsOnError")])
+    pod = await cluster.finished("fallback")
+    term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert term["exitCode"] == 3 and term["message"] == "first\nlast words"
+
+
+async def test_restart_on_failure_counts_restarts_with_back_off(cluster: Cluster) -> None:
+    vm = [{"name": "scratch", "mountPath": "/s"}]
+    await cluster.create(
+        "restart", [sh("echo x >> /s/runs; [ $(wc -l < /s/runs) -ge 3 ]", volumeMounts=vm)],
+        volumes=[{"name": "scratch", "emptyDir": {}}], restart="OnFailure",
+    )  # fmt: skip
+    pod = await cluster.finished("restart")
+    status = pod["status"]["containerStatuses"][0]
+    assert pod["status"]["phase"] == "Succeeded" and status["restartCount"] == 2
+    assert status["lastState"]["terminated"]["exitCode"] == 1
+    assert "BackOff" in [e["reason"] for e in await cluster.events("restart")]
+
+
+# --- security context ---
+
+
+async def test_non_root_container_has_no_capabilities(cluster: Cluster) -> None:
+    await cluster.create("capuser", [sh("grep -E '^Cap(Eff|Prm|Amb)' /proc/self/status",
+                                        securityContext=user(1234)
+                                        | {"capabilities": {"drop": ["ALL"], "add": ["CHOWN"]}})])
+    await cluster.finished("capuser")
+    assert all(line.endswith("0000000000000000") for line in cluster.log("capuser").splitlines())
+
+
+async def test_root_container_has_exactly_the_added_capabilities(cluster: Cluster) -> None:
+    sc = {"runAsUser": 0, "capabilities": {"drop": ["ALL"], "add": ["SETUID", "SETGID", "CHOWN"]}}
+    await cluster.create("caproot", [sh("grep -E '^Cap(Eff|Bnd)' /proc/self/status", securityContext=sc)])
+    await cluster.finished("caproot")
+    # CHOWN=0, SETGID=6, SETUID=7
+    assert cluster.log("caproot").split() == ["CapEff:", "00000000000000c1", "CapBnd:", "00000000000000c1"]
+
+
+async def test_no_new_privs_is_set_when_privilege_escalation_is_disallowed(cluster: Cluster) -> None:
+    await cluster.create("nnp", [sh("grep NoNewPrivs /proc/self/status", securityContext=user(1234))])
+    await cluster.finished("nnp")
+    assert cluster.log("nnp").split() == ["NoNewPrivs:", "1"]
+
+
+async def test_read_only_root_filesystem_is_enforced(cluster: Cluster) -> None:
+    await cluster.create("rofs", [sh("touch /tmp/x 2>&1; echo rc=$?",
+                                     securityContext=user(0, readOnlyRootFilesystem=True))])
+    await cluster.finished("rofs")
+    assert "Read-only file system" in cluster.log("rofs")
+
+
+async def test_run_as_non_root_refuses_a_root_container(cluster: Cluster) -> None:
+    await cluster.create("nonroot", [sh("id", securityContext={"runAsNonRoot": True})])
+    pod = await cluster.wait("nonroot", lambda p: "waiting" in (
+        (p["status"].get("containerStatuses") or [{}])[0].get("state") or {})
+        and p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+        == "CreateContainerConfigError")  # fmt: skip
+    assert "runAsNonRoot" in pod["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+
+
+async def test_host_filesystem_outside_the_binds_is_invisible(cluster: Cluster) -> None:
+    await cluster.create("hidden", [sh(f"ls -A /root; ls {cluster.export} 2>&1; ls /work")])
+    await cluster.finished("hidden")
+    out = cluster.log("hidden")
+    assert "No such file or directory" in out and ".pyenv" in out
+
+
+# --- docker-stacks stand-in ---
+
+
+def notebook(args: list[str], hook: bool = True, **extra: Any) -> Obj:
+    mounts = [{"name": "run", "mountPath": "/usr/local/bin/start-notebook.d/nfsuid-identity.sh",
+               "subPath": "nfsuid-identity.sh", "readOnly": True}] if hook else []  # fmt: skip
+    return {
+        "name": "notebook", "image": NOTEBOOK, "args": args, "workingDir": "/",
+        "securityContext": {"runAsUser": 0, "allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"], "add": ["SETUID", "SETGID", "CHOWN"]}},
+        "volumeMounts": mounts, **extra,
+    }  # fmt: skip
+
+
+def identity_init(script: str) -> list[Obj]:
+    return [sh(script, name="nfsuid-identity", securityContext=user(65534, 65534),
+               volumeMounts=[{"name": "run", "mountPath": "/nfsuid/run"}])]  # fmt: skip
+
+
+async def test_docker_stacks_stand_in_switches_to_nb_uid_from_a_hook(cluster: Cluster) -> None:
+    export = "export NB_USER=qiang.guo03 NB_UID=1500 NB_GID=1600 NB_GROUP=qguo"
+    await cluster.create(
+        "stacks", [notebook(["sh", "-c", "id; echo HOME=$HOME; grep CapEff /proc/self/status"])],
+        init=identity_init(f"echo '{export}' > /nfsuid/run/nfsuid-identity.sh"),
+        volumes=[{"name": "run", "emptyDir": {}}],
+    )
+    pod = await cluster.finished("stacks")
+    out = cluster.kubelet.logs(NS, "stacks", "notebook")
+    assert pod["status"]["phase"] == "Succeeded", out
+    assert "uid=1500(qiang.guo03) gid=1600(qguo) groups=1600(qguo),100(users)" in out
+    assert "HOME=/home/qiang.guo03" in out and "CapEff:\t0000000000000000" in out
+
+
+async def test_docker_stacks_stand_in_fails_on_a_colliding_nb_uid(cluster: Cluster) -> None:
+    await cluster.create(
+        "collide", [notebook(["true"])],
+        init=identity_init("echo 'export NB_USER=bob NB_UID=65534 NB_GID=1600' > /nfsuid/run/nfsuid-identity.sh"),
+        volumes=[{"name": "run", "emptyDir": {}}],
+    )  # fmt: skip
+    pod = await cluster.finished("collide")
+    assert pod["status"]["phase"] == "Failed"
+    assert "not unique" in cluster.kubelet.logs(NS, "collide", "notebook")
+
+
+async def test_jupyterhub_singleuser_runs_through_the_stand_in(cluster: Cluster) -> None:
+    await cluster.create("singleuser", [notebook(["start-singleuser.py", "--help"], hook=False)])
+    pod = await cluster.finished("singleuser")
+    out = cluster.kubelet.logs(NS, "singleuser", "notebook")
+    assert pod["status"]["phase"] == "Succeeded", out
+    assert "Running as jovyan: start-singleuser.py --help" in out
+    assert "set log level to logging.DEBUG" in out  # jupyterhub-singleuser's own help
+
+
+# --- networking, readiness, status, deletion ---
+
+
+async def test_pod_is_ready_once_its_port_accepts_on_the_pod_ip(cluster: Cluster) -> None:
+    server = ("import os,socket,time,urllib.parse as u;"
+              "h=u.urlsplit(os.environ['JUPYTERHUB_SERVICE_URL']);time.sleep(0.5);"
+              "s=socket.socket();s.bind((h.hostname,h.port));s.listen();time.sleep(60)")  # fmt: skip
+    await cluster.create("ready", [{
+        "name": "c", "image": BUSYBOX, "command": [os.path.join(os.sys.prefix, "bin/python"), "-c", server],
+        "env": [{"name": "JUPYTERHUB_SERVICE_URL", "value": "http://0.0.0.0:8888/user/a/"}],
+        "ports": [{"containerPort": 8888, "name": "notebook-port"}],
+    }])  # fmt: skip
+    running = await cluster.wait("ready", lambda p: p["status"].get("phase") == "Running")
+    assert running["status"]["containerStatuses"][0]["ready"] is False
+    pod = await cluster.wait("ready", lambda p: p["status"]["containerStatuses"][0]["ready"])
+    status = pod["status"]
+    assert status["podIP"].startswith("127.0.91.") and status["podIPs"] == [{"ip": status["podIP"]}]
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
+    _, writer = await asyncio.open_connection(status["podIP"], 8888)
+    writer.close()
+
+
+async def test_status_and_events_look_like_a_kubelets(cluster: Cluster) -> None:
+    await cluster.create("shape", [sh("exit 0")])
+    pod = await cluster.finished("shape")
+    status = pod["status"]
+    cs = status["containerStatuses"][0]
+    assert {"hostIP", "podIP", "startTime", "conditions"} <= status.keys()
+    assert cs["containerID"].startswith("sandbox://") and cs["imageID"]
+    assert {"startedAt", "finishedAt", "exitCode", "reason"} <= cs["state"]["terminated"].keys()
+    reasons = [e["reason"] for e in await cluster.events("shape")]
+    assert reasons[:1] == ["Scheduled"] and {"Pulled", "Created", "Started"} <= set(reasons)
+    assert all("lastTimestamp" in e and e["source"]["component"] for e in await cluster.events("shape"))
+
+
+async def test_deleting_a_pod_kills_its_processes_and_removes_it(cluster: Cluster) -> None:
+    marker = "sleep 4242.5"
+    await cluster.create("victim", [sh(f"trap 'exit 0' TERM; {marker} & wait")])
+    await cluster.wait("victim", lambda p: p["status"].get("phase") == "Running")
+    for _ in range(100):
+        if _processes_with(marker):
+            break
+        await asyncio.sleep(0.02)
+    assert _processes_with(marker)
+    await cluster.call("DELETE", f"/api/v1/namespaces/{NS}/pods/victim", gracePeriodSeconds="5")
+    deadline = time.monotonic() + 10
+    while await cluster.get("victim") is not None and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert await cluster.get("victim") is None
+    assert not _processes_with(marker)
+    assert "Killing" in [e["reason"] for e in await cluster.events("victim")]
+
+
+async def test_stopping_the_kubelet_leaves_no_process_and_no_mount(tmp_path: Path) -> None:
+    _needs_root()
+    marker = "sleep 4343.5"
+    server = ApiServer(tokens={TOKEN: "admin"}, namespaces=[NS])
+    await server.start()
+    kubelet = Kubelet(server.url, TOKEN, tmp_path / "state", {}, "127.0.92.0/24")
+    await kubelet.start()
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+        c = Cluster(server, kubelet, tmp_path, session)
+        await c.create("longrun", [sh(marker)])
+        await c.wait("longrun", lambda p: p["status"].get("phase") == "Running")
+        await asyncio.sleep(0.2)
+        assert _processes_with(marker)
+        await kubelet.stop()
+    await server.stop()
+    assert not _processes_with(marker)
+    assert _mounts_under(tmp_path) == []
+    assert not any((tmp_path / "state" / "pods").iterdir())
+
+
+async def test_kubelet_refuses_to_start_as_non_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    kubelet = Kubelet("http://127.0.0.1:1", TOKEN, tmp_path, {})
+    with pytest.raises(KubeletError, match="cannot enforce runAsUser"):
+        await kubelet.start()

@@ -1,0 +1,174 @@
+"""The sandbox runtime: pod spec -> container config (pure), and the shim run directly (root)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nfsuidspawner.sandbox import runtime
+from nfsuidspawner.sandbox.runtime import ContainerConfigError, container_config
+
+Obj = dict[str, Any]
+POD: Obj = {"metadata": {"name": "jupyter-alice", "namespace": "ns", "uid": "u-1"}, "spec": {}}
+
+
+def config(container: Obj, pod: Obj = POD, volumes: dict[str, str] | None = None,
+           tmp: Path = Path("/nonexistent")) -> Obj:  # fmt: skip
+    return container_config(
+        pod, {"name": "c", **container}, pod_ip="127.0.90.7", volumes=volumes or {},
+        rootfs=str(tmp / "rootfs"), termination_log=str(tmp / "tlog"),
+        start_error_file=str(tmp / "start-error"),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "image, expected",
+    [
+        ("quay.io/jupyter/scipy-notebook:2025-01-13", True),
+        ("jupyter/base-notebook", True),
+        ("docker.io/jupyter/minimal-notebook:latest", True),
+        ("docker.io/library/busybox:1.37", False),
+        ("quay.io/jupyterhub/k8s-singleuser-sample:4.4.0", False),
+    ],
+    ids=["quay-scipy", "hub-short", "docker-io", "busybox", "z2jh-sample"],
+)
+def test_docker_stacks_images_are_recognised_by_name(image: str, expected: bool) -> None:
+    assert runtime.is_docker_stacks(image) is expected
+
+
+def test_args_replace_the_docker_stacks_cmd_but_keep_start_sh() -> None:
+    cfg = config({"image": "quay.io/jupyter/base-notebook:2025-01-13", "args": ["start-singleuser.py"]})
+    assert cfg["argv"] == ["start.sh", "start-singleuser.py"]
+    assert (cfg["uid"], cfg["gid"]) == (1000, 100)
+
+
+def test_command_replaces_the_entrypoint() -> None:
+    cfg = config({"image": "quay.io/jupyter/base-notebook:2025-01-13", "command": ["jupyterhub-singleuser"],
+                  "args": ["--debug"]})  # fmt: skip
+    assert cfg["argv"] == ["jupyterhub-singleuser", "--debug"]
+
+
+def test_service_url_and_ip_arg_bind_the_pod_ip_instead_of_0000() -> None:
+    cfg = config({
+        "image": "quay.io/jupyter/base-notebook:2025-01-13", "args": ["start-singleuser.py", "--ip=0.0.0.0"],
+        "env": [{"name": "JUPYTERHUB_SERVICE_URL", "value": "http://0.0.0.0:8888/user/alice/"}],
+    })  # fmt: skip
+    assert cfg["env"]["JUPYTERHUB_SERVICE_URL"] == "http://127.0.90.7:8888/user/alice/"
+    assert cfg["argv"][-1] == "--ip=127.0.90.7"
+
+
+def test_env_field_refs_and_var_expansion() -> None:
+    cfg = config({"image": "busybox", "command": ["echo", "$(POD)"], "env": [
+        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "WHERE", "value": "$(POD)@$(IP) $$(POD)"},
+    ]})  # fmt: skip
+    assert cfg["env"]["WHERE"] == "jupyter-alice@127.0.90.7 $(POD)"
+    assert cfg["argv"] == ["echo", "jupyter-alice"]
+
+
+def test_run_as_non_root_refuses_uid_0() -> None:
+    with pytest.raises(ContainerConfigError, match="runAsNonRoot"):
+        config({"image": "busybox", "command": ["id"], "securityContext": {"runAsNonRoot": True}})
+
+
+def test_capabilities_are_the_default_set_minus_drop_plus_add() -> None:
+    drop_all = config({"image": "busybox", "command": ["id"], "securityContext": {
+        "capabilities": {"drop": ["ALL"], "add": ["SETUID", "CAP_SETGID", "CHOWN"]}}})  # fmt: skip
+    assert drop_all["caps"] == ["CHOWN", "SETGID", "SETUID"]
+    default = config({"image": "busybox", "command": ["id"],
+                      "securityContext": {"capabilities": {"drop": ["NET_RAW"]}}})  # fmt: skip
+    assert "NET_RAW" not in default["caps"] and "KILL" in default["caps"]
+
+
+def test_groups_include_primary_pod_supplemental_and_fs_group() -> None:
+    pod = {**POD, "spec": {"securityContext": {"supplementalGroups": [4000], "fsGroup": 100}}}
+    cfg = config({"image": "busybox", "command": ["id"], "securityContext": {"runAsUser": 1234,
+                  "runAsGroup": 2345}}, pod)  # fmt: skip
+    assert cfg["groups"] == [100, 2345, 4000]
+
+
+def test_missing_subpath_is_created_root_owned(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the subPath is chowned to root")
+    runtime.prepare_subpath(str(tmp_path), "a/b")
+    st = (tmp_path / "a" / "b").stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, 0, tmp_path.stat().st_mode & 0o755)
+
+
+def test_symlinked_subpath_component_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(ContainerConfigError, match="symlink"):
+        runtime.prepare_subpath(str(tmp_path), "link/below")
+    assert not (tmp_path / "real" / "below").exists()
+
+
+def test_subpath_with_dotdot_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ContainerConfigError, match=r"\.\."):
+        runtime.prepare_subpath(str(tmp_path), "a/../../etc")
+
+
+# --- the shim, run directly on a config ---
+
+
+def run_shim(tmp_path: Path, container: Obj, volumes: dict[str, str] | None = None) -> tuple[int, str]:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv: the shim makes namespaces and mounts")
+    (tmp_path / "rootfs").mkdir()
+    (tmp_path / "tlog").touch()
+    cfg = config(container, volumes=volumes, tmp=tmp_path)
+    cfg["parent_pid"] = os.getpid()
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    proc = subprocess.run([sys.executable, runtime.__file__, str(tmp_path / "config.json")],
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_shim_exits_with_the_container_exit_code(tmp_path: Path) -> None:
+    code, _ = run_shim(tmp_path, {"image": "busybox", "command": ["sh", "-c", "exit 7"]})
+    assert code == 7
+
+
+def test_shim_gives_the_container_its_own_pid_namespace_and_hostname(tmp_path: Path) -> None:
+    # "$$$$" is Kubernetes' escape for the shell's "$$"
+    code, out = run_shim(tmp_path, {"image": "busybox", "command": ["sh", "-c", "echo $$$$; hostname"]})
+    assert (code, out.split()) == (0, ["2", "jupyter-alice"])
+
+
+def test_shim_hides_directories_that_are_not_bound(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    code, out = run_shim(tmp_path, {"image": "busybox", "command": ["sh", "-c", f"ls {secret}"]})
+    assert code != 0 and "No such file or directory" in out
+
+
+def test_shim_reports_a_missing_executable_as_start_error(tmp_path: Path) -> None:
+    code, out = run_shim(tmp_path, {"image": "busybox", "command": ["no-such-tool"]})
+    assert code == runtime.START_ERROR_EXIT
+    assert "executable file not found" in (tmp_path / "start-error").read_text()
+
+
+def test_shim_refuses_a_subpath_swapped_for_a_symlink_after_the_check(tmp_path: Path) -> None:
+    vol = tmp_path / "vol"
+    (vol / "elsewhere").mkdir(parents=True)
+    (vol / "home").symlink_to(vol / "elsewhere")  # as if swapped after prepare_subpath ran
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the shim makes namespaces and mounts")
+    (tmp_path / "rootfs").mkdir()
+    (tmp_path / "tlog").touch()
+    cfg = config({"image": "busybox", "command": ["true"]}, tmp=tmp_path)
+    cfg["mounts"] = [{"volume_dir": str(vol), "sub_path": "home", "target": "/h", "readonly": False}]
+    cfg["parent_pid"] = os.getpid()
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    proc = subprocess.run([sys.executable, runtime.__file__, str(tmp_path / "config.json")],
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert proc.returncode == runtime.START_ERROR_EXIT
+    assert "symlink" in (tmp_path / "start-error").read_text()
