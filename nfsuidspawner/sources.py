@@ -35,13 +35,19 @@ async def in_daemon_thread(func: Callable[[], T], timeout: float) -> T:
         if not future.done():
             outcome()
 
+    def report(outcome: Callable[[], None]) -> None:
+        try:
+            loop.call_soon_threadsafe(settle, outcome)
+        except RuntimeError:  # the loop closed while the stat hung: nobody is waiting
+            pass
+
     def run() -> None:
         try:
             result = func()
         except BaseException as e:  # handed to the waiting coroutine
-            loop.call_soon_threadsafe(settle, lambda: future.set_exception(e))
+            report(lambda: future.set_exception(e))
         else:
-            loop.call_soon_threadsafe(settle, lambda: future.set_result(result))
+            report(lambda: future.set_result(result))
 
     threading.Thread(target=run, name="nfsuid-stat", daemon=True).start()
     return await asyncio.wait_for(future, timeout)
@@ -67,7 +73,7 @@ async def owner_on_hub_mount(
         kind, uid, gid = await in_daemon_thread(lambda: _lstat_kind(path), timeout)
     except TimeoutError:
         raise NFSUIDError(
-            f"nfsuid: user {user}: stat of {path} did not answer within {timeout:g} seconds."
+            f"nfsuid: user {user}: stat of {path} did not answer within {timeout:g} s."
             " Fix: check that the NFS server is up and the hub's mount of the share is"
             " healthy, or raise c.NFSUIDSpawner.identity_timeout"
         ) from None

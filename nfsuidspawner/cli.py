@@ -1,0 +1,144 @@
+"""`nfsuidspawner demo` and `nfsuidspawner sandbox`: the local cluster, with or without a hub."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from . import manifests
+
+DEMO_USERS = {"alice": (2001, 3001), "bob": (2002, 3002)}
+DEMO_SERVER = "aixsky.msxf.local"
+DEMO_EXPORT = "/hpc"
+NAMESPACE = "jupyter-system"
+
+NOT_ROOT = """\
+nfsuidspawner's sandbox must run as root. As another user it cannot enforce what this
+project is about:
+  - running each lab as the uid/gid that owns the user's directory (setuid/setgid);
+  - dropping capabilities and setting no_new_privs as a container runtime does;
+  - private mount and PID namespaces, so a lab sees only its own directory;
+  - the demo share's directories owned by alice (2001) and bob (2002).
+Run it as root (sudo ./run demo)."""
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def _make_demo_share(root: Path) -> Path:
+    export = root / "exports" / "hpc"
+    for name, (uid, gid) in DEMO_USERS.items():
+        home = export / "home" / name
+        home.mkdir(parents=True)
+        (home / "README.txt").write_text(
+            f"This is {name}'s directory on the demo NFS share, owned by uid {uid}.\n"
+        )
+        for path in (home, home / "README.txt"):
+            os.chown(path, uid, gid)
+        home.chmod(0o700)
+    return export
+
+
+def _demo_pv_pvc() -> list[dict]:
+    return [
+        manifests.persistent_volume("hpc-pv", DEMO_SERVER, DEMO_EXPORT, ["vers=3"], "1Ti",
+                                    NAMESPACE, "hpc-shared-pvc"),
+        manifests.persistent_volume_claim("hpc-shared-pvc", NAMESPACE, "hpc-pv", "1Ti"),
+    ]
+
+
+async def demo(port: int) -> int:
+    from .sandbox.cluster import Sandbox
+    from .sandbox.hub import HubProcess, HubSettings
+
+    root = Path(tempfile.mkdtemp(prefix="nfsuid-demo-"))
+    root.chmod(0o755)
+    sandbox = Sandbox(root / "cluster", {f"{DEMO_SERVER}:{DEMO_EXPORT}": str(_make_demo_share(root))},
+                      namespace=NAMESPACE)
+    hub = None
+    try:
+        await sandbox.start()
+        await sandbox.apply(_demo_pv_pvc())
+        settings = HubSettings(
+            state_dir=str(root / "hub"), kubeconfig=str(sandbox.kubeconfig), namespace=NAMESPACE,
+            users=[*DEMO_USERS, "admin"], password="demo", port=port,
+        )
+        hub = HubProcess(settings)
+        await asyncio.to_thread(hub.start)
+        print(f"""
+nfsuidspawner demo is running: {settings.url}
+
+  Log in as alice or bob (password: demo). Each lab runs as the owner of that user's
+  directory on the demo share ({DEMO_SERVER}:{DEMO_EXPORT}), alice as uid 2001 and
+  bob as uid 2002, and sees /data/hpc/home/<user> and /home/<user> only.
+  Log in as admin (password: demo) for the admin panel: {settings.url}/hub/admin
+
+  Files: {root}   Hub log: {hub.log_path}
+  Press Ctrl-C to stop; everything is cleaned up.
+""", flush=True)
+        await _until_signalled()
+    finally:
+        print("Stopping the hub, the labs and the sandbox...", flush=True)
+        if hub:
+            await asyncio.to_thread(hub.stop)
+        await sandbox.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+async def sandbox(args: argparse.Namespace) -> int:
+    from .sandbox.cluster import Sandbox, load_manifests
+
+    exports = dict(e.split("=", 1) for e in args.export)
+    cluster = Sandbox(args.state_dir, exports, namespace=args.namespace, allow_pv=args.allow_pv)
+    await cluster.start(port=args.port)
+    try:
+        for path in args.apply:
+            await cluster.apply(load_manifests(path))
+        print(json.dumps({"url": cluster.apiserver.url, "kubeconfig": str(cluster.kubeconfig),
+                          "admin_token": cluster.admin_token}), flush=True)
+        await _until_signalled()
+    finally:
+        await cluster.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nfsuidspawner", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo_cmd = commands.add_parser("demo", help="the sandbox cluster and a hub with alice and bob")
+    demo_cmd.add_argument("--port", type=int, default=8000)
+    sandbox_cmd = commands.add_parser("sandbox", help="only the sandbox cluster, until signalled")
+    sandbox_cmd.add_argument("--state-dir", required=True)
+    sandbox_cmd.add_argument("--export", action="append", default=[], metavar="SERVER:/PATH=DIR",
+                             help="an NFS export and the local directory standing in for it")
+    sandbox_cmd.add_argument("--namespace", default=NAMESPACE)
+    sandbox_cmd.add_argument("--allow-pv", action="store_true",
+                             help="grant the hub the ClusterRole rule that ensure-pv needs")
+    sandbox_cmd.add_argument("--apply", action="append", default=[], metavar="FILE",
+                             help="create the core/v1 objects of a manifest file")
+    sandbox_cmd.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    if os.geteuid() != 0:
+        print(NOT_ROOT, file=sys.stderr)
+        return 1
+    if args.command == "demo":
+        return asyncio.run(demo(args.port))
+    return asyncio.run(sandbox(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

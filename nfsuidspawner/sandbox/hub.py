@@ -1,0 +1,125 @@
+"""A real JupyterHub (and its configurable-http-proxy) in front of the sandbox cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG = Path(__file__).with_name("jupyterhub_config.py")
+DEFAULT_IMAGE = "quay.io/jupyter/base-notebook:2025-12-31"
+
+
+@dataclass
+class HubSettings:
+    """What nfsuidspawner/sandbox/jupyterhub_config.py reads."""
+
+    state_dir: str
+    kubeconfig: str
+    namespace: str
+    users: list[str]
+    admin_users: list[str] = field(default_factory=lambda: ["admin"])
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(8))
+    api_token: str = field(default_factory=lambda: secrets.token_hex(16))
+    ip: str = "127.0.0.1"
+    port: int = 8000
+    hub_port: int = 8081
+    proxy_api_port: int = 8001
+    image: str = DEFAULT_IMAGE
+    spawner: dict[str, Any] = field(default_factory=dict)
+    extra_config: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.ip}:{self.port}"
+
+
+class HubProcess:
+    """`jupyterhub` as a child process. Stopping it ends it and its proxy, not the labs."""
+
+    def __init__(self, settings: HubSettings) -> None:
+        self.settings = settings
+        self.state_dir = Path(settings.state_dir)
+        self.log_path = self.state_dir / "jupyterhub.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> None:
+        if shutil.which("configurable-http-proxy") is None:
+            raise RuntimeError(
+                "configurable-http-proxy is not on PATH: install it with"
+                " `npm install configurable-http-proxy` (./run does)"
+            )
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        settings_file = self.state_dir / "hub-settings.json"
+        settings_file.write_text(json.dumps(asdict(self.settings)))
+        env = dict(os.environ, KUBECONFIG=self.settings.kubeconfig,
+                   NFSUID_SANDBOX_HUB=str(settings_file))
+        jupyterhub = Path(sys.executable).with_name("jupyterhub")
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [str(jupyterhub), "-f", str(CONFIG)], cwd=self.state_dir, env=env,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        self._wait_healthy(timeout)
+
+    def _wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        url = f"{self.settings.url}/hub/health"
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"jupyterhub exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"jupyterhub was not healthy at {url} within {timeout}s:\n{self.log()}")
+
+    def stop(self, timeout: float = 20) -> None:
+        """SIGTERM the hub (it stops its proxy), and SIGKILL its session if it lingers."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        self._stop_orphaned_proxy(session=process.pid)
+
+    def _stop_orphaned_proxy(self, session: int) -> None:
+        pid_file = self.state_dir / "proxy.pid"
+        if not pid_file.exists():
+            return
+        try:
+            pid = int(pid_file.read_text())
+            # Only the proxy this hub started: it is in the hub's process session.
+            if os.getsid(pid) == session and _is_proxy(pid):
+                os.kill(pid, signal.SIGTERM)
+        except (ValueError, ProcessLookupError, PermissionError):
+            pass
+        finally:
+            pid_file.unlink(missing_ok=True)
+
+    def log(self, tail: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-tail:] if self.log_path.exists() else ""
+
+
+def _is_proxy(pid: int) -> bool:
+    try:
+        return b"configurable-http-proxy" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
