@@ -16,7 +16,7 @@ from kubespawner.utils import get_k8s_model
 
 from .errors import NFSUIDError
 from .identity import Identity
-from .script import HOOK_NAME, identity_script
+from .script import GROUPS_HOOK_NAME, HOOK_NAME, identity_script
 
 SHARE_VOLUME = "nfsuid-share"
 RUN_VOLUME = "nfsuid-run"
@@ -24,8 +24,10 @@ HOME_VOLUME = "nfsuid-home"
 INIT_CONTAINER = "nfsuid-identity"
 NOTEBOOK_CONTAINER = "notebook"
 
-# Where the docker-stacks start.sh sources hooks as root, before it switches user.
+# Where the docker-stacks start.sh sources hooks as root: before it creates the
+# user, and before it switches to the user.
 START_HOOK_DIR = "/usr/local/bin/start-notebook.d"
+BEFORE_HOOK_DIR = "/usr/local/bin/before-notebook.d"
 
 # Environment that decides who the lab runs as, or hands it root. The spawner
 # owns these; see NFSUIDSpawner.unsafe_allow_identity_overrides.
@@ -210,10 +212,12 @@ def lab_volume_mounts(layout: Layout, identity: Identity | None) -> list[dict]:
         {"name": SHARE_VOLUME, "subPath": layout.home_dir, "mountPath": user_dir},
     ]
     if identity is None:
-        mounts.append(
+        mounts += [
             {"name": RUN_VOLUME, "subPath": HOOK_NAME,
-             "mountPath": f"{START_HOOK_DIR}/{HOOK_NAME}", "readOnly": True}
-        )
+             "mountPath": f"{START_HOOK_DIR}/{HOOK_NAME}", "readOnly": True},
+            {"name": RUN_VOLUME, "subPath": GROUPS_HOOK_NAME,
+             "mountPath": f"{BEFORE_HOOK_DIR}/{GROUPS_HOOK_NAME}", "readOnly": True},
+        ]
     for extra in layout.extra_share_mounts:
         check_extra_share_mount(extra)
         mounts.append({"name": SHARE_VOLUME, "subPath": extra["subPath"],

@@ -10,7 +10,7 @@ NFSUID_DIR         where the user's subPath is mounted in this container
 NFSUID_MIN_UID, NFSUID_MIN_GID
 NFSUID_EXPECT_UID  set when the uid is already known (hub or callable source):
                    the directory must be owned by it
-NFSUID_RUN         set when the script must write the start-notebook.d hook there
+NFSUID_RUN         set when the script must write the start hooks there
 NFSUID_NB_USER, NFSUID_NB_GROUP   the account names the hook exports
 NFSUID_HOME_LINK   set to the path of the /home/<user> symlink to create
 NFSUID_TERMINATION_LOG   where Kubernetes reads the failure reason
@@ -27,6 +27,11 @@ import re
 from .identity import REFUSALS
 
 HOOK_NAME = "nfsuid-identity.sh"
+GROUPS_HOOK_NAME = "nfsuid-groups.sh"
+# start.sh's useradd puts NB_USER in group 100 ("users") as well. A lab keeps only
+# the groups of its directory's owner, so this before-notebook.d hook, run as root
+# before the switch, takes every supplementary group away again.
+GROUPS_HOOK = 'usermod -G "" "$NB_USER"'
 
 _SHELL_FIELDS = {
     "uid": "$uid",
@@ -77,6 +82,7 @@ if [ -n "${{NFSUID_RUN:-}}" ]; then
   printf 'export NB_USER=%s NB_UID=%s NB_GID=%s NB_GROUP=%s\\n' \\
     "$NFSUID_NB_USER" "$uid" "$gid" "$NFSUID_NB_GROUP" > "$NFSUID_RUN/{HOOK_NAME}.tmp"
   mv "$NFSUID_RUN/{HOOK_NAME}.tmp" "$NFSUID_RUN/{HOOK_NAME}"
+  printf '%s\\n' '{GROUPS_HOOK}' > "$NFSUID_RUN/{GROUPS_HOOK_NAME}"
 fi
 if [ -n "${{NFSUID_HOME_LINK:-}}" ]; then
   ln -sfn "$NFSUID_PATH" "$NFSUID_HOME_LINK"

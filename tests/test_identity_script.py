@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from nfsuidspawner.identity import refusal
-from nfsuidspawner.script import HOOK_NAME, identity_script, parse_resolved
+from nfsuidspawner.script import (
+    GROUPS_HOOK,
+    GROUPS_HOOK_NAME,
+    HOOK_NAME,
+    identity_script,
+    parse_resolved,
+)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: chowns a tree to other uids")
 
@@ -79,6 +85,12 @@ def test_owner_becomes_the_identity_hook(share: Path, tmp_path: Path, name: str)
     lower = name.lower()
     assert hook == f"export NB_USER={lower} NB_UID={uid} NB_GID={gid} NB_GROUP={lower}\n"
     assert parse_resolved((tmp_path / "termination-log").read_text()) == (uid, gid)
+
+
+def test_groups_hook_takes_away_supplementary_groups(share: Path, tmp_path: Path) -> None:
+    run_script(share, "alice", tmp_path)
+
+    assert (tmp_path / "run" / GROUPS_HOOK_NAME).read_text() == GROUPS_HOOK + "\n"
 
 
 def test_home_link_points_at_the_share_path(share: Path, tmp_path: Path) -> None:
