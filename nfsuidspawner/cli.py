@@ -102,7 +102,8 @@ async def sandbox(args: argparse.Namespace) -> int:
     from .sandbox.cluster import Sandbox, load_manifests
 
     exports = dict(e.split("=", 1) for e in args.export)
-    cluster = Sandbox(args.state_dir, exports, namespace=args.namespace, allow_pv=args.allow_pv)
+    cluster = Sandbox(args.state_dir, exports, namespace=args.namespace, allow_pv=args.allow_pv,
+                      pod_cidr=args.pod_cidr)
     await cluster.start(port=args.port)
     try:
         for path in args.apply:
@@ -130,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     sandbox_cmd.add_argument("--apply", action="append", default=[], metavar="FILE",
                              help="create the core/v1 objects of a manifest file")
     sandbox_cmd.add_argument("--port", type=int, default=0)
+    sandbox_cmd.add_argument("--pod-cidr", default="127.0.90.0/24",
+                             help="the pods' addresses, inside 127.0.0.0/8")
     args = parser.parse_args(argv)
 
     if os.geteuid() != 0:

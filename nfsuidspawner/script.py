@@ -22,6 +22,7 @@ is "nfsuid: user U runs as UID:GID", which the hub records in its state.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from .identity import REFUSALS
@@ -53,6 +54,7 @@ def _refuse(reason: str) -> str:
     return f"refuse {_sh_double_quoted(problem)} {_sh_double_quoted(fix)}"
 
 
+@functools.cache
 def identity_script() -> str:
     return f"""\
 set -u

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -105,7 +106,9 @@ def sandbox(share: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     state = tmp_path_factory.mktemp("sandbox")
     process = subprocess.Popen(
         [sys.executable, "-m", "nfsuidspawner.cli", "sandbox", "--state-dir", str(state),
-         "--export", f"{NFS_EXPORT}={share}", "--namespace", NAMESPACE, "--apply", str(PV_PVC)],
+         "--export", f"{NFS_EXPORT}={share}", "--namespace", NAMESPACE, "--apply", str(PV_PVC),
+         # A subnet of its own, so that another sandbox (a demo) cannot hold the same pod IPs.
+         "--pod-cidr", f"127.{random.randrange(100, 250)}.{random.randrange(256)}.0/24"],
         stdout=subprocess.PIPE, stderr=open(state / "sandbox.log", "wb"), text=True,
     )
     line = process.stdout.readline()
