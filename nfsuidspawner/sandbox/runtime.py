@@ -672,15 +672,7 @@ def _init(cfg: Obj, parent_alive: int) -> None:
         finally:
             os._exit(START_ERROR_EXIT)
 
-    def forward(signum: int, _frame: object) -> None:
-        try:
-            os.kill(-1, signum)  # from PID 1: every other process in the namespace
-        except ProcessLookupError:
-            pass
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
-                signal.SIGQUIT):  # fmt: skip
-        signal.signal(sig, forward)
+    _forward_signals(-1)  # from PID 1: every other process in the namespace
     while True:
         try:
             pid, status = os.wait()
@@ -694,6 +686,23 @@ def _init(cfg: Obj, parent_alive: int) -> None:
             except ProcessLookupError:
                 pass
             os._exit(code)
+
+
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
+                     signal.SIGUSR2, signal.SIGQUIT)
+
+
+def _forward_signals(target: int) -> None:
+    """Pass the signals a container gets on to `target` (a pid, or -1 for all we may signal)."""
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.kill(target, signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in FORWARDED_SIGNALS:
+        signal.signal(sig, forward)
 
 
 def main(argv: list[str]) -> None:
@@ -714,15 +723,7 @@ def main(argv: list[str]) -> None:
             os._exit(START_ERROR_EXIT)
     os.close(alive_r)
 
-    def forward(signum: int, _frame: object) -> None:
-        try:
-            os.kill(child, signum)
-        except ProcessLookupError:
-            pass
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
-                signal.SIGQUIT):  # fmt: skip
-        signal.signal(sig, forward)
+    _forward_signals(child)
     while True:
         try:
             _, status = os.waitpid(child, 0)
