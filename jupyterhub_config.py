@@ -11,7 +11,7 @@ usernames must be the names of the directories under <share>/home/.
 
 import os
 
-c = get_config()  # noqa: F821 (provided by JupyterHub's config loader)
+c = get_config()
 
 c.JupyterHub.spawner_class = "nfsuid"
 c.JupyterHub.allow_named_servers = True

@@ -25,8 +25,8 @@ from kubespawner import KubeSpawner, clients
 from traitlets.config import Config
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from nfsuidspawner import NFSUIDSpawner  # noqa: E402
-from tests.conftest import FakeOrmSpawner, FakeUser  # noqa: E402
+from nfsuidspawner import NFSUIDSpawner
+from tests.conftest import FakeOrmSpawner, FakeUser
 
 KUBECONFIG = """apiVersion: v1
 kind: Config

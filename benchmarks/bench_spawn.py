@@ -25,9 +25,9 @@ from kubespawner import KubeSpawner, clients
 from traitlets.config import Config
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from nfsuidspawner import NFSUIDSpawner  # noqa: E402
-from nfsuidspawner.sandbox.cluster import Sandbox  # noqa: E402
-from tests.conftest import FakeOrmSpawner, FakeUser  # noqa: E402
+from nfsuidspawner import NFSUIDSpawner
+from nfsuidspawner.sandbox.cluster import Sandbox
+from tests.conftest import FakeOrmSpawner, FakeUser
 
 NAMESPACE = "jupyter-system"
 EXPORT = "bench.nfs.local:/hpc"

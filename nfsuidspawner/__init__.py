@@ -5,4 +5,4 @@ from .identity import Identity
 from .sources import nss_identity
 from .spawner import NFSUIDSpawner
 
-__all__ = ["NFSUIDError", "Identity", "NFSUIDSpawner", "nss_identity"]
+__all__ = ["Identity", "NFSUIDError", "NFSUIDSpawner", "nss_identity"]

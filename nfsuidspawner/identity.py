@@ -20,10 +20,12 @@ NOBODY = 65534
 # already has. start.sh's useradd/groupadd fail on these names, and a lab
 # whose group is "sudo" or "adm" would join that group.
 IMAGE_ACCOUNT_NAMES = (
-    "root daemon bin sys sync games man lp mail news uucp proxy www-data backup list irc"
-    " _apt nobody ubuntu adm tty disk kmem dialout fax voice cdrom floppy tape sudo audio"
-    " dip operator src shadow utmp video sasl plugdev staff users nogroup"
-).split()
+    "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp",
+    "proxy", "www-data", "backup", "list", "irc", "_apt", "nobody", "ubuntu", "adm", "tty",
+    "disk", "kmem", "dialout", "fax", "voice", "cdrom", "floppy", "tape", "sudo", "audio",
+    "dip", "operator", "src", "shadow", "utmp", "video", "sasl", "plugdev", "staff", "users",
+    "nogroup",
+)
 
 # Why a directory is refused, and what the admin does about it. The initContainer's
 # script is generated from this table, so the hub and the pod say the same words.

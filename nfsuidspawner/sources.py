@@ -7,6 +7,8 @@ What they find passes through the guard rails in :mod:`nfsuidspawner.identity`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import grp
 import os
 import pwd
@@ -36,18 +38,17 @@ async def in_daemon_thread(func: Callable[[], T], timeout: float) -> T:
             outcome()
 
     def report(outcome: Callable[[], None]) -> None:
-        try:
+        # The loop may have closed while the stat hung: then nobody is waiting.
+        with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(settle, outcome)
-        except RuntimeError:  # the loop closed while the stat hung: nobody is waiting
-            pass
 
     def run() -> None:
         try:
             result = func()
         except BaseException as e:  # handed to the waiting coroutine
-            report(lambda: future.set_exception(e))
+            report(functools.partial(future.set_exception, e))
         else:
-            report(lambda: future.set_result(result))
+            report(functools.partial(future.set_result, result))
 
     threading.Thread(target=run, name="nfsuid-stat", daemon=True).start()
     return await asyncio.wait_for(future, timeout)

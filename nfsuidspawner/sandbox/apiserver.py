@@ -21,7 +21,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kubernetes_validate
@@ -131,7 +131,7 @@ def as_int(name: str, value: Any) -> int | None:
 
 
 def now(offset_seconds: int = 0) -> str:
-    t = datetime.now(timezone.utc) + timedelta(seconds=offset_seconds)
+    t = datetime.now(UTC) + timedelta(seconds=offset_seconds)
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

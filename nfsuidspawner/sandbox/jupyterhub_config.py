@@ -8,7 +8,7 @@ KUBECONFIG, like any hub outside a cluster.
 import json
 import os
 
-c = get_config()  # noqa: F821 (provided by JupyterHub's config loader)
+c = get_config()
 settings = json.loads(open(os.environ["NFSUID_SANDBOX_HUB"]).read())
 state = settings["state_dir"]
 
@@ -47,4 +47,4 @@ for name, value in settings["spawner"].items():
     setattr(c.NFSUIDSpawner, name, value)
 
 for path in settings.get("extra_config", []):
-    load_subconfig(path)  # noqa: F821 (provided by JupyterHub's config loader)
+    load_subconfig(path)

@@ -25,7 +25,7 @@ import signal
 import sys
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ class ApiStatusError(Exception):
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -384,7 +384,7 @@ class _Pod:
                 _, writer = await asyncio.wait_for(asyncio.open_connection(self.ip, port), 1)
                 writer.close()
                 ok = True
-            except (OSError, asyncio.TimeoutError):
+            except (TimeoutError, OSError):
                 ok = False
             if ok != c.ready:
                 c.ready = ok
@@ -648,7 +648,7 @@ class Kubelet:
                         rv = await self._relist()
             except asyncio.CancelledError:
                 raise
-            except (aiohttp.ClientError, ApiStatusError, asyncio.TimeoutError, ValueError) as e:
+            except (TimeoutError, aiohttp.ClientError, ApiStatusError, ValueError) as e:
                 log.warning("pod watch: %s; relisting", e)
                 await asyncio.sleep(0.5)
                 try:

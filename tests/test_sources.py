@@ -1,0 +1,67 @@
+"""The hub-side identity sources: its mount of the share, and NSS."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from nfsuidspawner import Identity, NFSUIDError
+from nfsuidspawner.sources import nss_identity, owner_on_hub_mount
+
+
+async def test_hub_mount_gives_the_owner(hub_share: Path) -> None:
+    identity = await owner_on_hub_mount("alice", str(hub_share / "home" / "alice"), 5, 1000, 1000)
+
+    assert identity == Identity(2001, 3001)
+
+
+async def test_missing_directory_on_the_hub_mount_is_refused(hub_share: Path) -> None:
+    path = hub_share / "home" / "ghost"
+
+    with pytest.raises(NFSUIDError) as refused:
+        await owner_on_hub_mount("ghost", str(path), 5, 1000, 1000)
+
+    assert str(refused.value) == (
+        f"nfsuid: user ghost: {path} does not exist. Fix: create it on the NFS server,"
+        " owned by the user's uid and gid")
+
+
+async def test_stat_error_on_the_hub_names_the_mount_to_fix(tmp_path: Path) -> None:
+    not_a_directory = tmp_path / "share"
+    not_a_directory.write_text("")
+    path = not_a_directory / "home" / "alice"
+
+    with pytest.raises(NFSUIDError) as refused:
+        await owner_on_hub_mount("alice", str(path), 5, 1000, 1000)
+
+    assert str(refused.value) == (
+        f"nfsuid: user alice: cannot stat {path} on the hub: Not a directory."
+        " Fix: mount the share read-only in the hub at c.NFSUIDSpawner.hub_share_path")
+
+
+class _Spawner:
+    def __init__(self, name: str) -> None:
+        self.user = type("User", (), {"name": name})()
+
+
+def test_nss_identity_reads_passwd() -> None:
+    root = nss_identity(_Spawner("root"))
+
+    assert root == Identity(0, 0)
+
+
+def test_nss_identity_without_an_entry_is_refused() -> None:
+    with pytest.raises(NFSUIDError, match="user no-such-user-here: no passwd entry on the hub"):
+        nss_identity(_Spawner("no-such-user-here"))
+
+
+async def test_nss_root_never_becomes_a_lab(make_spawner) -> None:
+    """NSS answers for root; the uid guard rail refuses it like any other source."""
+    # Even with the account-name check off, which refuses "root" first.
+    spawner = make_spawner({"identity_source": nss_identity, "image_account_names": []},
+                           username="root")
+
+    with pytest.raises(NFSUIDError, match=r"is owned by uid 0 \(root\)"):
+        await spawner.get_pod_manifest()
