@@ -16,6 +16,14 @@ from traitlets.config import Config
 from nfsuidspawner import NFSUIDSpawner
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--real-cluster",
+        action="store_true",
+        help="also run tests/cluster against the cluster in KUBECONFIG (server-side dry runs)",
+    )
+
+
 class FakeOrmSpawner:
     def __init__(self, name: str) -> None:
         self.name = name

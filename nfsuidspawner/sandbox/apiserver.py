@@ -777,6 +777,8 @@ class ApiServer:
             data = obj.setdefault("data", {})
             for key, value in obj.pop("stringData").items():
                 data[key] = base64.b64encode(value.encode()).decode()
+        if request.query.get("dryRun") == "All":  # validated and admitted, never stored
+            return web.json_response(obj, status=201)
         return web.json_response(self._insert(target.plural, target.namespace, obj), status=201)
 
     async def _update(self, request: web.Request, target: Target) -> web.Response:

@@ -512,3 +512,17 @@ async def test_an_unparsable_label_selector_gives_400(admin: CoreV1Api) -> None:
     with pytest.raises(ApiException) as error:
         await admin.list_namespaced_pod(NS, label_selector="app=(x")
     assert error.value.status == 400
+
+
+async def test_dry_run_create_validates_but_stores_nothing(
+    apiserver: ApiServer, admin: CoreV1Api
+) -> None:
+    created = await admin.create_namespaced_pod(NS, pod("dry"), dry_run="All")
+
+    assert created.metadata.name == "dry"
+    assert apiserver.objects("pods") == []
+    with pytest.raises(ApiException) as error:
+        bad = pod("bad")
+        bad["spec"]["containers"][0]["bogus"] = 1
+        await admin.create_namespaced_pod(NS, bad, dry_run="All")
+    assert error.value.status == 422
