@@ -38,11 +38,13 @@ if settings.get("api_token"):
     }]
 
 c.JupyterHub.spawner_class = "nfsuid"
-c.NFSUIDSpawner.namespace = settings["namespace"]
-c.NFSUIDSpawner.image = settings["image"]
-c.NFSUIDSpawner.cmd = ["start-singleuser.py"]
-c.NFSUIDSpawner.start_timeout = 90
-c.NFSUIDSpawner.http_timeout = 60
+# On c.KubeSpawner, as the Zero-to-JupyterHub chart sets them, so that a chart-derived
+# extra_config overrides them; settings["spawner"] is the test's own and wins.
+c.KubeSpawner.namespace = settings["namespace"]
+c.KubeSpawner.image = settings["image"]
+c.KubeSpawner.cmd = ["start-singleuser.py"]
+c.KubeSpawner.start_timeout = 90
+c.KubeSpawner.http_timeout = 60
 for name, value in settings["spawner"].items():
     setattr(c.NFSUIDSpawner, name, value)
 
