@@ -59,7 +59,7 @@ async def main(rounds: int) -> None:
         os.chown(home, 2001, 3001)
         Path(tmp).chmod(0o755)
         sandbox = Sandbox(Path(tmp, "cluster"), {EXPORT: str(export)}, namespace=NAMESPACE,
-                          pod_cidr="127.0.91.0/24")
+                          pod_cidr="127.0.92.0/24")
         await sandbox.start()
         try:
             kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(sandbox.kubeconfig)

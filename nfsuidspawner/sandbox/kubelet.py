@@ -22,6 +22,7 @@ import os
 import posixpath
 import shutil
 import signal
+import socket
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -498,6 +499,20 @@ def _tail(path: Path) -> str:
     return "\n".join(lines)
 
 
+def _container_ports(pod: Obj) -> list[int]:
+    return [port["containerPort"] for c in pod["spec"].get("containers", [])
+            for port in c.get("ports") or []]
+
+
+def _can_bind(addr: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((addr, port))
+        except OSError:
+            return False
+    return True
+
+
 class Kubelet:
     """Runs the pods of the API server at `api_url` as real processes on this machine.
 
@@ -685,7 +700,7 @@ class Kubelet:
             return
         if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             return
-        ip = self._allocate_ip()
+        ip = self._allocate_ip(_container_ports(pod))
         p = _Pod(self, pod, ip)
         self._pods[uid] = p
         p.task = self._spawn(p.run())
@@ -708,13 +723,18 @@ class Kubelet:
             self._ips.discard(p.ip)
             p.cleanup()
 
-    def _allocate_ip(self) -> str:
+    def _allocate_ip(self, ports: list[int]) -> str:
+        """The next free address, skipping any where another process holds a pod's port.
+
+        Without network namespaces, another sandbox on this machine could hold the same
+        address; a lab there would otherwise answer for this pod.
+        """
         hosts = self.network.hosts()
         next(hosts, None)  # the gateway
-        for addr in hosts:
-            if str(addr) not in self._ips:
-                self._ips.add(str(addr))
-                return str(addr)
+        for addr in map(str, hosts):
+            if addr not in self._ips and all(_can_bind(addr, port) for port in ports):
+                self._ips.add(addr)
+                return addr
         raise KubeletError(f"pod address pool {self.network} is exhausted")
 
     # --- volumes ---

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable
@@ -412,6 +413,17 @@ async def test_pod_is_ready_once_its_port_accepts_on_the_pod_ip(cluster: Cluster
     assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
     _, writer = await asyncio.open_connection(status["podIP"], 8888)
     writer.close()
+
+
+async def test_pod_ip_skips_an_address_whose_port_another_process_holds(cluster: Cluster) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.91.2", 7777))
+        squatter.listen()
+        await cluster.create("moved", [{**sh("sleep 30"),
+                                        "ports": [{"containerPort": 7777, "name": "web"}]}])
+        pod = await cluster.wait("moved", lambda p: p["status"].get("podIP"))
+
+    assert pod["status"]["podIP"] == "127.0.91.3"
 
 
 async def test_status_and_events_look_like_a_kubelets(cluster: Cluster) -> None:
