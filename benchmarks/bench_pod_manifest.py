@@ -38,8 +38,9 @@ contexts: [{name: bench, context: {cluster: bench, user: bench, namespace: defau
 
 
 async def measure(spawner_class: type, config: Config, rounds: int) -> tuple[float, float]:
-    spawner = spawner_class(_mock=True, config=config, user=FakeUser("qiang.guo03"),
-                            orm_spawner=FakeOrmSpawner(""))
+    spawner = spawner_class(
+        _mock=True, config=config, user=FakeUser("qiang.guo03"), orm_spawner=FakeOrmSpawner("")
+    )
     await spawner.get_pod_manifest()  # warm up imports and caches
     times, peaks = [], []
     for _ in range(rounds):  # timed without tracemalloc, which slows allocation
@@ -65,8 +66,10 @@ async def main(rounds: int) -> None:
             home = Path(tmp, "share", "home", "qiang.guo03")
             home.mkdir(parents=True)
             os.chown(home, 2003, 3003)
-            cases["NFSUIDSpawner hub"] = (NFSUIDSpawner, {"identity_source": "hub",
-                                                          "hub_share_path": str(home.parent.parent)})
+            cases["NFSUIDSpawner hub"] = (
+                NFSUIDSpawner,
+                {"identity_source": "hub", "hub_share_path": str(home.parent.parent)},
+            )
         else:
             print("(not root: the hub row, which chowns a directory, is left out)")
         path = Path(tmp, "kubeconfig")
@@ -83,8 +86,10 @@ async def main(rounds: int) -> None:
     print(f"get_pod_manifest, median of {rounds} builds, Python {sys.version.split()[0]}")
     print(f"{'spawner':30} {'time':>10} {'ratio':>7} {'peak alloc':>12} {'ratio':>7}")
     for name, (median_time, peak) in results.items():
-        print(f"{name:30} {median_time * 1e6:8.0f}us {median_time / base_time:6.2f}x"
-              f" {peak / 1024:9.1f}KiB {peak / base_peak:6.2f}x")
+        print(
+            f"{name:30} {median_time * 1e6:8.0f}us {median_time / base_time:6.2f}x"
+            f" {peak / 1024:9.1f}KiB {peak / base_peak:6.2f}x"
+        )
 
 
 if __name__ == "__main__":

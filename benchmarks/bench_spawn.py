@@ -33,17 +33,23 @@ NAMESPACE = "jupyter-system"
 EXPORT = "bench.nfs.local:/hpc"
 # A stand-in lab: answers HTTP where the hub expects the server (the kubelet puts the
 # pod's IP for 0.0.0.0 in JUPYTERHUB_SERVICE_URL). `command` skips the image's start.sh.
-LAB = {"command": [sys.executable, "-c",
-                   "import os, urllib.parse as u, http.server as h;"
-                   " url = u.urlparse(os.environ['JUPYTERHUB_SERVICE_URL']);"
-                   " h.HTTPServer((url.hostname, url.port), h.BaseHTTPRequestHandler).serve_forever()"]}
+LAB = {
+    "command": [
+        sys.executable,
+        "-c",
+        "import os, urllib.parse as u, http.server as h;"
+        " url = u.urlparse(os.environ['JUPYTERHUB_SERVICE_URL']);"
+        " h.HTTPServer((url.hostname, url.port), h.BaseHTTPRequestHandler).serve_forever()",
+    ]
+}
 
 
 async def spawn_times(spawner_class: type, config: Config, rounds: int) -> list[float]:
     times = []
     for _ in range(rounds):
-        spawner = spawner_class(_mock=True, config=config, user=FakeUser("alice"),
-                                orm_spawner=FakeOrmSpawner(""))
+        spawner = spawner_class(
+            _mock=True, config=config, user=FakeUser("alice"), orm_spawner=FakeOrmSpawner("")
+        )
         start = time.perf_counter()
         await spawner.start()
         times.append(time.perf_counter() - start)
@@ -58,22 +64,36 @@ async def main(rounds: int) -> None:
         home.mkdir(parents=True, mode=0o700)
         os.chown(home, 2001, 3001)
         Path(tmp).chmod(0o755)
-        sandbox = Sandbox(Path(tmp, "cluster"), {EXPORT: str(export)}, namespace=NAMESPACE,
-                          pod_cidr="127.0.92.0/24")
+        sandbox = Sandbox(
+            Path(tmp, "cluster"),
+            {EXPORT: str(export)},
+            namespace=NAMESPACE,
+            pod_cidr="127.0.92.0/24",
+        )
         await sandbox.start()
         try:
             kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(sandbox.kubeconfig)
             clients.load_config.cache_clear()
-            common = {"namespace": NAMESPACE, "image": "quay.io/jupyter/base-notebook:2025-12-31",
-                      "cmd": ["unused"], "extra_container_config": LAB,
-                      "start_timeout": 60, "delete_grace_period": 0}
-            nfs = {"nfs_storage": "inline", "nfs_server": "bench.nfs.local",
-                   "nfs_export_path": "/hpc"}
+            common = {
+                "namespace": NAMESPACE,
+                "image": "quay.io/jupyter/base-notebook:2025-12-31",
+                "cmd": ["unused"],
+                "extra_container_config": LAB,
+                "start_timeout": 60,
+                "delete_grace_period": 0,
+            }
+            nfs = {
+                "nfs_storage": "inline",
+                "nfs_server": "bench.nfs.local",
+                "nfs_export_path": "/hpc",
+            }
             cases = {
                 "KubeSpawner": (KubeSpawner, {}),
                 "NFSUIDSpawner initcontainer": (NFSUIDSpawner, nfs),
-                "NFSUIDSpawner hub": (NFSUIDSpawner, nfs | {"identity_source": "hub",
-                                                            "hub_share_path": str(export)}),
+                "NFSUIDSpawner hub": (
+                    NFSUIDSpawner,
+                    nfs | {"identity_source": "hub", "hub_share_path": str(export)},
+                ),
             }
             results = {}
             for name, (cls, settings) in cases.items():

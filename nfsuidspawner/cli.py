@@ -53,8 +53,9 @@ def _make_demo_share(root: Path) -> Path:
 
 def _demo_pv_pvc() -> list[dict]:
     return [
-        manifests.persistent_volume("hpc-pv", DEMO_SERVER, DEMO_EXPORT, ["vers=3"], "1Ti",
-                                    NAMESPACE, "hpc-shared-pvc"),
+        manifests.persistent_volume(
+            "hpc-pv", DEMO_SERVER, DEMO_EXPORT, ["vers=3"], "1Ti", NAMESPACE, "hpc-shared-pvc"
+        ),
         manifests.persistent_volume_claim("hpc-shared-pvc", NAMESPACE, "hpc-pv", "1Ti"),
     ]
 
@@ -65,19 +66,27 @@ async def demo(port: int) -> int:
 
     root = Path(tempfile.mkdtemp(prefix="nfsuid-demo-"))
     root.chmod(0o755)
-    sandbox = Sandbox(root / "cluster", {f"{DEMO_SERVER}:{DEMO_EXPORT}": str(_make_demo_share(root))},
-                      namespace=NAMESPACE)
+    sandbox = Sandbox(
+        root / "cluster",
+        {f"{DEMO_SERVER}:{DEMO_EXPORT}": str(_make_demo_share(root))},
+        namespace=NAMESPACE,
+    )
     hub = None
     try:
         await sandbox.start()
         await sandbox.apply(_demo_pv_pvc())
         settings = HubSettings(
-            state_dir=str(root / "hub"), kubeconfig=str(sandbox.kubeconfig), namespace=NAMESPACE,
-            users=[*DEMO_USERS, "admin"], password="demo", port=port,
+            state_dir=str(root / "hub"),
+            kubeconfig=str(sandbox.kubeconfig),
+            namespace=NAMESPACE,
+            users=[*DEMO_USERS, "admin"],
+            password="demo",
+            port=port,
         )
         hub = HubProcess(settings)
         await asyncio.to_thread(hub.start)
-        print(f"""
+        print(
+            f"""
 nfsuidspawner demo is running: {settings.url}
 
   Log in as alice or bob (password: demo). Each lab runs as the owner of that user's
@@ -87,7 +96,9 @@ nfsuidspawner demo is running: {settings.url}
 
   Files: {root}   Hub log: {hub.log_path}
   Press Ctrl-C to stop; everything is cleaned up.
-""", flush=True)
+""",
+            flush=True,
+        )
         await _until_signalled()
     finally:
         print("Stopping the hub, the labs and the sandbox...", flush=True)
@@ -102,14 +113,27 @@ async def sandbox(args: argparse.Namespace) -> int:
     from .sandbox.cluster import Sandbox, load_manifests
 
     exports = dict(e.split("=", 1) for e in args.export)
-    cluster = Sandbox(args.state_dir, exports, namespace=args.namespace, allow_pv=args.allow_pv,
-                      pod_cidr=args.pod_cidr)
+    cluster = Sandbox(
+        args.state_dir,
+        exports,
+        namespace=args.namespace,
+        allow_pv=args.allow_pv,
+        pod_cidr=args.pod_cidr,
+    )
     await cluster.start(port=args.port)
     try:
         for path in args.apply:
             await cluster.apply(load_manifests(path))
-        print(json.dumps({"url": cluster.apiserver.url, "kubeconfig": str(cluster.kubeconfig),
-                          "admin_token": cluster.admin_token}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "url": cluster.apiserver.url,
+                    "kubeconfig": str(cluster.kubeconfig),
+                    "admin_token": cluster.admin_token,
+                }
+            ),
+            flush=True,
+        )
         await _until_signalled()
     finally:
         await cluster.stop()
@@ -123,16 +147,30 @@ def main(argv: list[str] | None = None) -> int:
     demo_cmd.add_argument("--port", type=int, default=8000)
     sandbox_cmd = commands.add_parser("sandbox", help="only the sandbox cluster, until signalled")
     sandbox_cmd.add_argument("--state-dir", required=True)
-    sandbox_cmd.add_argument("--export", action="append", default=[], metavar="SERVER:/PATH=DIR",
-                             help="an NFS export and the local directory standing in for it")
+    sandbox_cmd.add_argument(
+        "--export",
+        action="append",
+        default=[],
+        metavar="SERVER:/PATH=DIR",
+        help="an NFS export and the local directory standing in for it",
+    )
     sandbox_cmd.add_argument("--namespace", default=NAMESPACE)
-    sandbox_cmd.add_argument("--allow-pv", action="store_true",
-                             help="grant the hub the ClusterRole rule that ensure-pv needs")
-    sandbox_cmd.add_argument("--apply", action="append", default=[], metavar="FILE",
-                             help="create the core/v1 objects of a manifest file")
+    sandbox_cmd.add_argument(
+        "--allow-pv",
+        action="store_true",
+        help="grant the hub the ClusterRole rule that ensure-pv needs",
+    )
+    sandbox_cmd.add_argument(
+        "--apply",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="create the core/v1 objects of a manifest file",
+    )
     sandbox_cmd.add_argument("--port", type=int, default=0)
-    sandbox_cmd.add_argument("--pod-cidr", default="127.0.90.0/24",
-                             help="the pods' addresses, inside 127.0.0.0/8")
+    sandbox_cmd.add_argument(
+        "--pod-cidr", default="127.0.90.0/24", help="the pods' addresses, inside 127.0.0.0/8"
+    )
     args = parser.parse_args(argv)
 
     if os.geteuid() != 0:

@@ -168,12 +168,19 @@ def identity_init_container(
         "NFSUID_MIN_GID": str(min_gid),
     }
     mounts = [
-        {"name": SHARE_VOLUME, "subPath": layout.home_dir, "mountPath": "/nfsuid/dir",
-         "readOnly": True},
+        {
+            "name": SHARE_VOLUME,
+            "subPath": layout.home_dir,
+            "mountPath": "/nfsuid/dir",
+            "readOnly": True,
+        },
     ]
     if identity is None:
-        env |= {"NFSUID_RUN": "/nfsuid/run", "NFSUID_NB_USER": layout.nb_user,
-                "NFSUID_NB_GROUP": layout.nb_user}
+        env |= {
+            "NFSUID_RUN": "/nfsuid/run",
+            "NFSUID_NB_USER": layout.nb_user,
+            "NFSUID_NB_GROUP": layout.nb_user,
+        }
         mounts.append({"name": RUN_VOLUME, "mountPath": "/nfsuid/run"})
     else:
         env["NFSUID_EXPECT_UID"] = str(identity.uid)
@@ -213,15 +220,29 @@ def lab_volume_mounts(layout: Layout, identity: Identity | None) -> list[dict]:
     ]
     if identity is None:
         mounts += [
-            {"name": RUN_VOLUME, "subPath": HOOK_NAME,
-             "mountPath": f"{START_HOOK_DIR}/{HOOK_NAME}", "readOnly": True},
-            {"name": RUN_VOLUME, "subPath": GROUPS_HOOK_NAME,
-             "mountPath": f"{BEFORE_HOOK_DIR}/{GROUPS_HOOK_NAME}", "readOnly": True},
+            {
+                "name": RUN_VOLUME,
+                "subPath": HOOK_NAME,
+                "mountPath": f"{START_HOOK_DIR}/{HOOK_NAME}",
+                "readOnly": True,
+            },
+            {
+                "name": RUN_VOLUME,
+                "subPath": GROUPS_HOOK_NAME,
+                "mountPath": f"{BEFORE_HOOK_DIR}/{GROUPS_HOOK_NAME}",
+                "readOnly": True,
+            },
         ]
     for extra in layout.extra_share_mounts:
         check_extra_share_mount(extra)
-        mounts.append({"name": SHARE_VOLUME, "subPath": extra["subPath"],
-                       "mountPath": extra["mountPath"], "readOnly": True})
+        mounts.append(
+            {
+                "name": SHARE_VOLUME,
+                "subPath": extra["subPath"],
+                "mountPath": extra["mountPath"],
+                "readOnly": True,
+            }
+        )
     return mounts
 
 

@@ -263,8 +263,9 @@ class NFSUIDSpawner(KubeSpawner):
                 f"nfsuid: user {layout.user}: identity_source returned {found!r}, not an"
                 " nfsuidspawner.Identity. Fix: return Identity(uid, gid)"
             )
-        identity = check_ids(layout.user, layout.share_path, found.uid, found.gid,
-                             self.min_uid, self.min_gid)
+        identity = check_ids(
+            layout.user, layout.share_path, found.uid, found.gid, self.min_uid, self.min_gid
+        )
         if self.hub_share_path:
             owner = await owner_on_hub_mount(*args)
             check_expected_owner(layout.user, hub_path, owner.uid, identity)
@@ -314,8 +315,13 @@ class NFSUIDSpawner(KubeSpawner):
             await ensure_share(
                 self.api,
                 manifests.persistent_volume(
-                    self.nfs_pv_name, self.nfs_server, self.nfs_export_path,
-                    self.nfs_mount_options, self.nfs_capacity, self.namespace, self.nfs_pvc_name,
+                    self.nfs_pv_name,
+                    self.nfs_server,
+                    self.nfs_export_path,
+                    self.nfs_mount_options,
+                    self.nfs_capacity,
+                    self.namespace,
+                    self.nfs_pvc_name,
                 ),
                 manifests.persistent_volume_claim(
                     self.nfs_pvc_name, self.namespace, self.nfs_pv_name, self.nfs_capacity

@@ -13,8 +13,14 @@ from .manifests import INIT_CONTAINER
 from .script import parse_resolved
 
 # Waiting reasons that no amount of waiting fixes.
-_STUCK = {"CreateContainerConfigError", "CreateContainerError", "ErrImagePull",
-          "ImagePullBackOff", "InvalidImageName", "RunContainerError"}
+_STUCK = {
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "RunContainerError",
+}
 
 
 def _init_status(pod: dict[str, Any] | None) -> dict[str, Any] | None:

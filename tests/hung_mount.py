@@ -79,8 +79,10 @@ def hung_mount() -> Iterator[HungMount]:
     try:
         data = f"fd={fd},rootmode=40000,user_id=0,group_id=0"
         flags = MS_NOSUID | MS_NODEV
-        _check(_libc.mount(SOURCE.encode(), path.encode(), b"fuse", flags, data.encode()),
-               f"mount {path}")
+        _check(
+            _libc.mount(SOURCE.encode(), path.encode(), b"fuse", flags, data.encode()),
+            f"mount {path}",
+        )
         is_mounted = True
         mount = HungMount(path, fd, _minor(path))
         try:

@@ -11,19 +11,42 @@ from collections.abc import Iterator
 from typing import Any
 
 BASELINE_CAPABILITIES = {
-    "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",
-    "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
 }
 SAFE_SYSCTLS = {
-    "kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
-    "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
-    "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
     "net.ipv4.tcp_keepalive_probes",
 }
 SELINUX_TYPES = {"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"}
 RESTRICTED_VOLUME_TYPES = {
-    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
-    "projected", "secret",
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
 }
 
 
@@ -59,7 +82,11 @@ def baseline(pod: dict[str, Any]) -> list[str]:
     for options in [psc.get("seLinuxOptions") or {}] + [
         _sc(c).get("seLinuxOptions") or {} for c in _containers(pod)
     ]:
-        if options.get("type", "") not in SELINUX_TYPES or options.get("user") or options.get("role"):
+        if (
+            options.get("type", "") not in SELINUX_TYPES
+            or options.get("user")
+            or options.get("role")
+        ):
             found.append(f"seLinuxOptions {options} are not allowed")
     for c in _containers(pod):
         sc = _sc(c)
@@ -78,7 +105,11 @@ def baseline(pod: dict[str, Any]) -> list[str]:
             found.append(f"container {name} procMount is {sc['procMount']}")
         if (sc.get("seccompProfile") or {}).get("type") == "Unconfined":
             found.append(f"container {name} seccompProfile is Unconfined")
-        if (sc.get("appArmorProfile") or {}).get("type") not in (None, "RuntimeDefault", "Localhost"):
+        if (sc.get("appArmorProfile") or {}).get("type") not in (
+            None,
+            "RuntimeDefault",
+            "Localhost",
+        ):
             found.append(f"container {name} appArmorProfile is not allowed")
     return found
 

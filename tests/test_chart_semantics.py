@@ -107,8 +107,15 @@ def cloud_metadata_blocker(singleuser: dict[str, Any]) -> V1Container:
     return V1Container(
         name="block-cloud-metadata",
         image=f"{tools['name']}:{tools['tag']}",
-        command=["iptables", "--append", "OUTPUT", "--destination",
-                 singleuser["cloudMetadata"]["ip"], "--jump", "DROP"],
+        command=[
+            "iptables",
+            "--append",
+            "OUTPUT",
+            "--destination",
+            singleuser["cloudMetadata"]["ip"],
+            "--jump",
+            "DROP",
+        ],
         security_context=V1SecurityContext(
             privileged=True, run_as_user=0, capabilities=V1Capabilities(add=["NET_ADMIN"])
         ),
@@ -140,8 +147,10 @@ def chart_config(values: dict[str, Any]) -> Config:
 
 
 def test_chart_config_appends_iptables_container_object_to_init_containers() -> None:
-    values = helm_merge(chart_values(HELM_VALUES / "config.yaml"),
-                        {"singleuser": {"cloudMetadata": {"blockWithIptables": True}}})
+    values = helm_merge(
+        chart_values(HELM_VALUES / "config.yaml"),
+        {"singleuser": {"cloudMetadata": {"blockWithIptables": True}}},
+    )
     (blocker,) = chart_config(values).KubeSpawner.init_containers
     assert isinstance(blocker, V1Container) and blocker.security_context.privileged
 
@@ -161,12 +170,15 @@ def test_hub_config_keys_are_nfsuidspawner_traits(values_file: Path) -> None:
 def test_spawner_class_entry_point_names_nfsuidspawner() -> None:
     found = [e for e in entry_points(group="jupyterhub.spawners") if e.name == "nfsuid"]
     if not found:
-        pytest.skip("nfsuidspawner is not installed, so its entry point is not registered"
-                    " (pip install -e .)")
+        pytest.skip(
+            "nfsuidspawner is not installed, so its entry point is not registered"
+            " (pip install -e .)"
+        )
     assert [e.load() for e in found] == [NFSUIDSpawner]
 
 
 # --- the pod an NFSUIDSpawner builds from each values file --------------------------------
+
 
 def variants() -> list[Any]:
     """Each values file as written, with the chart's uid/fsGid back, and with iptables on."""
@@ -174,10 +186,14 @@ def variants() -> list[Any]:
     for path in VALUES_FILES:
         params += [
             pytest.param((path, {}), id=path.name),
-            pytest.param((path, {"singleuser": {"uid": CHART_UID, "fsGid": 100}}),
-                         id=f"{path.name}-chart-uid-1000"),
-            pytest.param((path, {"singleuser": {"cloudMetadata": {"blockWithIptables": True}}}),
-                         id=f"{path.name}-iptables"),
+            pytest.param(
+                (path, {"singleuser": {"uid": CHART_UID, "fsGid": 100}}),
+                id=f"{path.name}-chart-uid-1000",
+            ),
+            pytest.param(
+                (path, {"singleuser": {"cloudMetadata": {"blockWithIptables": True}}}),
+                id=f"{path.name}-iptables",
+            ),
         ]
     return params
 
@@ -187,8 +203,9 @@ _built_pods: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
 
 
 @pytest.fixture(params=variants())
-def chart_pod(request: pytest.FixtureRequest,
-              make_spawner: Callable[..., NFSUIDSpawner]) -> Callable[[], Any]:
+def chart_pod(
+    request: pytest.FixtureRequest, make_spawner: Callable[..., NFSUIDSpawner]
+) -> Callable[[], Any]:
     """Build alice's pod from a values file, through the chart's Config, as the hub would."""
     values_file, override = request.param
     key = f"{values_file.name}:{override}"
@@ -231,7 +248,9 @@ async def test_pod_never_runs_lab_as_chart_uid(chart_pod) -> None:
     source = values["hub"]["config"]["NFSUIDSpawner"].get("identity_source", "initcontainer")
     if source == "hub":
         assert (run_as(pod, notebook, "runAsUser"), run_as(pod, notebook, "runAsGroup")) == (
-            OWNER_UID, OWNER_GID)
+            OWNER_UID,
+            OWNER_GID,
+        )
     else:
         assert run_as(pod, notebook, "runAsUser") == 0
     assert CHART_UID not in {run_as(pod, c, "runAsUser") for c in containers(pod)}
@@ -276,6 +295,7 @@ async def test_pod_validates_strictly_for_kubernetes(chart_pod, version: str) ->
 
 
 # --- Pod Security Standards, for the profile each identity source promises ----------------
+
 
 async def test_pod_meets_pod_security_profile_of_its_identity_source(chart_pod) -> None:
     values, pod = await chart_pod()

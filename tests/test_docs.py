@@ -36,9 +36,24 @@ def built_docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.importorskip(module, reason=f"needs {module} (the 'docs' extra) to build the docs")
     out = tmp_path_factory.mktemp("docs")
     result = subprocess.run(
-        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
-         "-d", str(out / "doctrees"), str(DOCS), str(out / "html")],
-        capture_output=True, text=True, timeout=600, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "sphinx",
+            "-W",
+            "--keep-going",
+            "-q",
+            "-b",
+            "html",
+            "-d",
+            str(out / "doctrees"),
+            str(DOCS),
+            str(out / "html"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
     )
     if result.returncode != 0:
         pytest.fail(f"sphinx-build failed:\n{result.stdout}\n{result.stderr}")
@@ -114,8 +129,12 @@ def error_messages() -> list[tuple[str, str]]:
         if path.name == "cli.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                    and node.func.id in ("NFSUIDError", "ValueError") and node.args):
+            if not (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("NFSUIDError", "ValueError")
+                and node.args
+            ):
                 continue
             for piece in message_pieces(node.args[0]):
                 problem = piece.split("Fix:")[0]

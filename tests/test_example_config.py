@@ -45,7 +45,14 @@ async def test_example_offers_the_docker_stacks_images(hub_config, make_spawner)
     profiles = make_spawner(hub_config).profile_list
 
     assert [p["slug"] for p in profiles] == [
-        "base", "minimal", "scipy", "pytorch", "tensorflow", "datascience", "all-spark"]
+        "base",
+        "minimal",
+        "scipy",
+        "pytorch",
+        "tensorflow",
+        "datascience",
+        "all-spark",
+    ]
     assert all(p["kubespawner_override"]["image"].startswith("quay.io/jupyter/") for p in profiles)
     assert [p["slug"] for p in profiles if p.get("default")] == ["base"]
 
@@ -61,5 +68,6 @@ async def test_example_profile_pod_mounts_the_share_pvc(hub_config, make_spawner
     assert lab["image"].startswith("quay.io/jupyter/scipy-notebook:")
     assert lab["args"][0] == "start-singleuser.py"
     assert {"name": "nfsuid-share", "persistentVolumeClaim": {"claimName": "hpc-shared-pvc"}} in (
-        pod["spec"]["volumes"])
+        pod["spec"]["volumes"]
+    )
     assert "readinessProbe" not in lab and "livenessProbe" not in lab

@@ -44,7 +44,7 @@ def helm_merge(defaults: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parsed_yaml(path: Path) -> Any:
     return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
@@ -176,7 +176,8 @@ def test_hub_source_values_mount_share_read_only_at_hub_share_path() -> None:
     spawner_config = values["hub"]["config"]["NFSUIDSpawner"]
     assert spawner_config["identity_source"] == "hub"
     mounts = [
-        m for m in values["hub"]["extraVolumeMounts"]
+        m
+        for m in values["hub"]["extraVolumeMounts"]
         if m["mountPath"] == spawner_config["hub_share_path"]
     ]
     assert len(mounts) == 1 and mounts[0].get("readOnly") is True

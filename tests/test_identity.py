@@ -10,25 +10,31 @@ from nfsuidspawner.identity import IMAGE_ACCOUNT_NAMES, check_ids, home_dir, uni
 TEMPLATE = "home/{unescaped_username}"
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("alice", "home/alice"),
-    ("qiang.guo03", "home/qiang.guo03"),
-    ("Alice.Smith", "home/Alice.Smith"),
-    ("o'neil", "home/o'neil"),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("alice", "home/alice"),
+        ("qiang.guo03", "home/qiang.guo03"),
+        ("Alice.Smith", "home/Alice.Smith"),
+        ("o'neil", "home/o'neil"),
+    ],
+)
 def test_home_dir_keeps_the_name_as_it_is(name: str, expected: str) -> None:
     assert home_dir(TEMPLATE, name) == expected
 
 
-@pytest.mark.parametrize(("name", "problem"), [
-    ("a/b", "contains '/'"),
-    ("..", "contains '..'"),
-    ("a..b", "contains '..'"),
-    ("al\x00ice", "contains a control character"),
-    ("al\nice", "contains a control character"),
-    ("-rf", "starts with '-'"),
-    ("", "is empty"),
-])
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("a/b", "contains '/'"),
+        ("..", "contains '..'"),
+        ("a..b", "contains '..'"),
+        ("al\x00ice", "contains a control character"),
+        ("al\nice", "contains a control character"),
+        ("-rf", "starts with '-'"),
+        ("", "is empty"),
+    ],
+)
 def test_home_dir_refuses_names_that_could_leave_the_directory(name: str, problem: str) -> None:
     with pytest.raises(NFSUIDError, match=f"the name {problem}"):
         home_dir(TEMPLATE, name)
@@ -45,13 +51,16 @@ def test_home_dir_template_with_an_unknown_field_names_the_fix() -> None:
         home_dir("home/{username}", "alice")
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("alice", "alice"),
-    ("Alice.Smith", "alice.smith"),
-    ("o'neil", "o_neil"),
-    ("3po", "u3po"),
-    ("x" * 40, "x" * 32),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("alice", "alice"),
+        ("Alice.Smith", "alice.smith"),
+        ("o'neil", "o_neil"),
+        ("3po", "u3po"),
+        ("x" * 40, "x" * 32),
+    ],
+)
 def test_unix_name_is_what_useradd_accepts(name: str, expected: str) -> None:
     assert unix_name(name, IMAGE_ACCOUNT_NAMES) == expected
 
@@ -62,14 +71,17 @@ def test_unix_name_refuses_an_account_the_image_has(name: str) -> None:
         unix_name(name, IMAGE_ACCOUNT_NAMES)
 
 
-@pytest.mark.parametrize(("uid", "gid", "problem"), [
-    (0, 3001, r"is owned by uid 0 \(root\)"),
-    (65534, 3001, r"is owned by uid 65534 \(nobody\)"),
-    (999, 3001, "is owned by uid 999, below min_uid 1000"),
-    (2001, 0, r"has group gid 0 \(root\)"),
-    (2001, 65534, r"has group gid 65534 \(nogroup\)"),
-    (2001, 27, "has group gid 27, below min_gid 1000"),
-])
+@pytest.mark.parametrize(
+    ("uid", "gid", "problem"),
+    [
+        (0, 3001, r"is owned by uid 0 \(root\)"),
+        (65534, 3001, r"is owned by uid 65534 \(nobody\)"),
+        (999, 3001, "is owned by uid 999, below min_uid 1000"),
+        (2001, 0, r"has group gid 0 \(root\)"),
+        (2001, 65534, r"has group gid 65534 \(nogroup\)"),
+        (2001, 27, "has group gid 27, below min_gid 1000"),
+    ],
+)
 def test_check_ids_refuses(uid: int, gid: int, problem: str) -> None:
     with pytest.raises(NFSUIDError, match=f"^nfsuid: user alice: /p {problem}. Fix: "):
         check_ids("alice", "/p", uid, gid, 1000, 1000)

@@ -153,12 +153,18 @@ def test_script_is_posix_sh(share: Path, tmp_path: Path) -> None:
     dash = Path("/bin/dash")
     if not dash.exists():
         pytest.skip("needs /bin/dash")
-    env = {"NFSUID_USER": "alice", "NFSUID_PATH": "/data/hpc/home/alice",
-           "NFSUID_DIR": str(share / "home" / "alice"), "NFSUID_MIN_UID": "1000",
-           "NFSUID_MIN_GID": "1000", "NFSUID_TERMINATION_LOG": str(tmp_path / "log"),
-           "PATH": os.environ["PATH"]}
-    result = subprocess.run([str(dash), "-c", identity_script()], env=env,
-                            capture_output=True, text=True, timeout=30)
+    env = {
+        "NFSUID_USER": "alice",
+        "NFSUID_PATH": "/data/hpc/home/alice",
+        "NFSUID_DIR": str(share / "home" / "alice"),
+        "NFSUID_MIN_UID": "1000",
+        "NFSUID_MIN_GID": "1000",
+        "NFSUID_TERMINATION_LOG": str(tmp_path / "log"),
+        "PATH": os.environ["PATH"],
+    }
+    result = subprocess.run(
+        [str(dash), "-c", identity_script()], env=env, capture_output=True, text=True, timeout=30
+    )
 
     assert result.returncode == 0, result.stderr
     assert parse_resolved(result.stdout) == (2001, 3001)

@@ -23,10 +23,16 @@ KUBERNETES_VERSIONS = ["1.29", "1.37"]
 USERNAMES = ["qiang.guo03", "Alice.Smith", "o'neil"]
 STORAGE = {
     "existing-pvc": {"nfs_storage": "existing-pvc"},
-    "inline": {"nfs_storage": "inline", "nfs_server": "aixsky.msxf.local",
-               "nfs_export_path": "/hpc"},
-    "ensure-pv": {"nfs_storage": "ensure-pv", "nfs_server": "aixsky.msxf.local",
-                  "nfs_export_path": "/hpc"},
+    "inline": {
+        "nfs_storage": "inline",
+        "nfs_server": "aixsky.msxf.local",
+        "nfs_export_path": "/hpc",
+    },
+    "ensure-pv": {
+        "nfs_storage": "ensure-pv",
+        "nfs_server": "aixsky.msxf.local",
+        "nfs_export_path": "/hpc",
+    },
 }
 
 
@@ -53,8 +59,9 @@ def source_config(source: str, hub_share: Path | None) -> dict[str, Any]:
 
 @pytest.fixture
 def build_pod(make_spawner, hub_share):
-    async def build(source: str, storage: str = "existing-pvc", username: str = "alice",
-                    **extra: Any) -> dict[str, Any]:
+    async def build(
+        source: str, storage: str = "existing-pvc", username: str = "alice", **extra: Any
+    ) -> dict[str, Any]:
         config = source_config(source, hub_share) | STORAGE[storage] | extra
         spawner = make_spawner(config, username=username)
         return serialize(await spawner.get_pod_manifest())
@@ -84,7 +91,12 @@ async def test_pod_validates_strictly(build_pod, source, storage, username) -> N
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_ensured_pv_and_pvc_validate_strictly(version: str) -> None:
     pv = manifests.persistent_volume(
-        "hpc-pv", "aixsky.msxf.local", "/hpc", ["vers=3", "hard"], "1Ti", "jupyter-system",
+        "hpc-pv",
+        "aixsky.msxf.local",
+        "/hpc",
+        ["vers=3", "hard"],
+        "1Ti",
+        "jupyter-system",
         "hpc-shared-pvc",
     )
     pvc = manifests.persistent_volume_claim("hpc-shared-pvc", "jupyter-system", "hpc-pv", "1Ti")
@@ -106,7 +118,9 @@ def test_strict_validation_rejects_an_unknown_field() -> None:
 @pytest.mark.parametrize("home_symlink", [True, False], ids=["symlink", "direct"])
 async def test_lab_never_mounts_the_share_root(build_pod, source, storage, home_symlink) -> None:
     pod = await build_pod(
-        source, storage, home_symlink=home_symlink,
+        source,
+        storage,
+        home_symlink=home_symlink,
         extra_share_mounts=[{"subPath": "datasets", "mountPath": "/data/hpc/datasets"}],
     )
 
@@ -121,12 +135,20 @@ async def test_extra_mount_of_the_share_root_is_refused(make_spawner, sub_path) 
 
 
 async def test_extra_share_mounts_are_read_only(build_pod) -> None:
-    pod = await build_pod("initcontainer", extra_share_mounts=[
-        {"subPath": "datasets", "mountPath": "/data/hpc/datasets"}])
+    pod = await build_pod(
+        "initcontainer",
+        extra_share_mounts=[{"subPath": "datasets", "mountPath": "/data/hpc/datasets"}],
+    )
 
     extra = [m for m in notebook(pod)["volumeMounts"] if m["mountPath"] == "/data/hpc/datasets"]
-    assert extra == [{"name": SHARE_VOLUME, "subPath": "datasets",
-                      "mountPath": "/data/hpc/datasets", "readOnly": True}]
+    assert extra == [
+        {
+            "name": SHARE_VOLUME,
+            "subPath": "datasets",
+            "mountPath": "/data/hpc/datasets",
+            "readOnly": True,
+        }
+    ]
 
 
 async def test_user_directory_keeps_the_share_path(build_pod) -> None:
@@ -156,8 +178,11 @@ async def test_known_identity_runs_the_lab_as_the_owner(build_pod, source) -> No
     assert lab["securityContext"]["runAsUser"] == 2003
     assert lab["securityContext"]["runAsGroup"] == 3003
     assert {k: v for k, v in env_of(lab).items() if k.startswith("NB_") or k == "HOME"} == {
-        "NB_USER": "qiang.guo03", "NB_UID": "2003", "NB_GID": "3003",
-        "NB_GROUP": "qiang.guo03", "HOME": "/home/qiang.guo03",
+        "NB_USER": "qiang.guo03",
+        "NB_UID": "2003",
+        "NB_GID": "3003",
+        "NB_GROUP": "qiang.guo03",
+        "HOME": "/home/qiang.guo03",
     }
     assert env_of(pod["spec"]["initContainers"][0])["NFSUID_EXPECT_UID"] == "2003"
 
@@ -182,8 +207,13 @@ async def test_identity_init_container_never_runs_as_root(build_pod) -> None:
     assert init["securityContext"]["runAsNonRoot"] is True
     assert init["securityContext"]["readOnlyRootFilesystem"] is True
     assert [m for m in init["volumeMounts"] if m["name"] == SHARE_VOLUME] == [
-        {"name": SHARE_VOLUME, "subPath": "home/alice", "mountPath": "/nfsuid/dir",
-         "readOnly": True}]
+        {
+            "name": SHARE_VOLUME,
+            "subPath": "home/alice",
+            "mountPath": "/nfsuid/dir",
+            "readOnly": True,
+        }
+    ]
 
 
 @pytest.mark.parametrize("storage", ["existing-pvc", "ensure-pv"])
@@ -195,7 +225,8 @@ async def test_known_identity_pods_pass_restricted(build_pod, source, storage) -
 async def test_inline_nfs_volume_is_outside_restricted(build_pod) -> None:
     """Restricted allows no inline nfs volume: use a PVC where restricted is enforced."""
     assert pss.restricted(await build_pod("hub", "inline")) == [
-        "volume nfsuid-share has type ['nfs']"]
+        "volume nfsuid-share has type ['nfs']"
+    ]
 
 
 @pytest.mark.parametrize("storage", list(STORAGE))
@@ -230,8 +261,13 @@ async def test_identity_environment_is_refused(make_spawner, name) -> None:
 
 async def test_profile_override_of_identity_environment_is_refused(make_spawner) -> None:
     spawner = make_spawner({}, username="alice")
-    spawner.profile_list = [{"display_name": "sudo", "slug": "sudo", "kubespawner_override": {
-        "environment": {"GRANT_SUDO": "yes"}}}]
+    spawner.profile_list = [
+        {
+            "display_name": "sudo",
+            "slug": "sudo",
+            "kubespawner_override": {"environment": {"GRANT_SUDO": "yes"}},
+        }
+    ]
     spawner.user_options = {"profile": "sudo"}
     await spawner.load_user_options()
 
@@ -255,8 +291,10 @@ async def test_spawner_never_sets_a_jupyter_token(build_pod) -> None:
 
 async def test_named_servers_share_home_and_identity(make_spawner, hub_share) -> None:
     config = source_config("hub", hub_share)
-    pods = [serialize(await make_spawner(config, server_name=name).get_pod_manifest())
-            for name in ("", "gpu", "scratch")]
+    pods = [
+        serialize(await make_spawner(config, server_name=name).get_pod_manifest())
+        for name in ("", "gpu", "scratch")
+    ]
 
     assert len({p["metadata"]["name"] for p in pods}) == 3
     assert len({str(notebook(p)["volumeMounts"]) for p in pods}) == 1
@@ -284,17 +322,23 @@ async def test_callable_identity_passes_the_guard_rails(make_spawner) -> None:
 
 
 async def test_callable_identity_must_own_the_hub_visible_directory(make_spawner, hub_share):
-    spawner = make_spawner({"identity_source": lambda s: Identity(2002, 3002),
-                            "hub_share_path": str(hub_share)})
+    spawner = make_spawner(
+        {"identity_source": lambda s: Identity(2002, 3002), "hub_share_path": str(hub_share)}
+    )
 
-    with pytest.raises(NFSUIDError, match="owned by uid 2001, but the identity source says uid 2002"):
+    with pytest.raises(
+        NFSUIDError, match="owned by uid 2001, but the identity source says uid 2002"
+    ):
         await spawner.get_pod_manifest()
 
 
-@pytest.mark.parametrize(("config", "missing"), [
-    ({"nfs_storage": "inline"}, "c.NFSUIDSpawner.nfs_server, c.NFSUIDSpawner.nfs_export_path"),
-    ({"identity_source": "hub"}, "c.NFSUIDSpawner.hub_share_path"),
-])
+@pytest.mark.parametrize(
+    ("config", "missing"),
+    [
+        ({"nfs_storage": "inline"}, "c.NFSUIDSpawner.nfs_server, c.NFSUIDSpawner.nfs_export_path"),
+        ({"identity_source": "hub"}, "c.NFSUIDSpawner.hub_share_path"),
+    ],
+)
 async def test_incomplete_config_names_what_to_set(make_spawner, config, missing) -> None:
     spawner = make_spawner(config)
 

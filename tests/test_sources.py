@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,8 @@ async def test_missing_directory_on_the_hub_mount_is_refused(hub_share: Path) ->
 
     assert str(refused.value) == (
         f"nfsuid: user ghost: {path} does not exist. Fix: create it on the NFS server,"
-        " owned by the user's uid and gid")
+        " owned by the user's uid and gid"
+    )
 
 
 async def test_stat_error_on_the_hub_names_the_mount_to_fix(tmp_path: Path) -> None:
@@ -38,7 +38,8 @@ async def test_stat_error_on_the_hub_names_the_mount_to_fix(tmp_path: Path) -> N
 
     assert str(refused.value) == (
         f"nfsuid: user alice: cannot stat {path} on the hub: Not a directory."
-        " Fix: mount the share read-only in the hub at c.NFSUIDSpawner.hub_share_path")
+        " Fix: mount the share read-only in the hub at c.NFSUIDSpawner.hub_share_path"
+    )
 
 
 class _Spawner:
@@ -60,8 +61,9 @@ def test_nss_identity_without_an_entry_is_refused() -> None:
 async def test_nss_root_never_becomes_a_lab(make_spawner) -> None:
     """NSS answers for root; the uid guard rail refuses it like any other source."""
     # Even with the account-name check off, which refuses "root" first.
-    spawner = make_spawner({"identity_source": nss_identity, "image_account_names": []},
-                           username="root")
+    spawner = make_spawner(
+        {"identity_source": nss_identity, "image_account_names": []}, username="root"
+    )
 
     with pytest.raises(NFSUIDError, match=r"is owned by uid 0 \(root\)"):
         await spawner.get_pod_manifest()

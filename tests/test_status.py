@@ -36,15 +36,19 @@ def test_refusal_is_found_in_last_state_while_restarting() -> None:
 
 def test_exit_without_message_says_how_it_ended() -> None:
     assert init_failure(pod(status(state=terminated(137, reason="OOMKilled")))) == (
-        "the nfsuid-identity initContainer exited with code 137 (OOMKilled)")
+        "the nfsuid-identity initContainer exited with code 137 (OOMKilled)"
+    )
 
 
 def test_a_config_error_such_as_a_symlinked_subpath_is_a_failure() -> None:
-    waiting = {"waiting": {"reason": "CreateContainerConfigError", "message": "subPath is a symlink"}}
+    waiting = {
+        "waiting": {"reason": "CreateContainerConfigError", "message": "subPath is a symlink"}
+    }
 
     assert init_failure(pod(status(state=waiting))) == (
         "the nfsuid-identity initContainer cannot start: CreateContainerConfigError:"
-        " subPath is a symlink")
+        " subPath is a symlink"
+    )
 
 
 def test_other_init_containers_are_not_ours() -> None:

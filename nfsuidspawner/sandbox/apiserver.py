@@ -737,7 +737,9 @@ class ApiServer:
             pattern, max_len, what = DNS1123_SUBDOMAIN, 253, "RFC 1123 subdomain"
         if len(name) > max_len or not pattern.fullmatch(name):
             raise invalid(
-                target.kind, name, "metadata.name",
+                target.kind,
+                name,
+                "metadata.name",
                 f'Invalid value: "{name}": a lowercase {what} must consist of lower case '
                 "alphanumeric characters, '-' or '.', and must start and end with an alphanumeric "
                 f"character (at most {max_len} characters)",
@@ -763,7 +765,9 @@ class ApiServer:
         name = obj["metadata"]["name"]
         if (target.namespace, name) in self._store[target.plural]:
             raise ApiError(
-                409, "AlreadyExists", f'{target.plural} "{name}" already exists',
+                409,
+                "AlreadyExists",
+                f'{target.plural} "{name}" already exists',
                 {"name": name, "kind": target.plural},
             )
         for key in SERVER_OWNED_METADATA:
@@ -787,7 +791,8 @@ class ApiServer:
         wanted = body["metadata"].get("resourceVersion")
         if wanted and wanted != old["metadata"]["resourceVersion"]:
             raise ApiError(
-                409, "Conflict",
+                409,
+                "Conflict",
                 f'Operation cannot be fulfilled on {target.plural} "{target.name}": the object has '
                 "been modified; please apply your changes to the latest version and try again",
                 {"name": target.name, "kind": target.plural},

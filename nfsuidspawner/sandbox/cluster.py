@@ -76,7 +76,9 @@ class Sandbox:
             for obj in manifests:
                 namespace = obj["metadata"].get("namespace")
                 plural = obj["kind"].lower() + "s"
-                path = f"/api/v1/namespaces/{namespace}/{plural}" if namespace else f"/api/v1/{plural}"
+                path = (
+                    f"/api/v1/namespaces/{namespace}/{plural}" if namespace else f"/api/v1/{plural}"
+                )
                 async with session.post(self.apiserver.url + path, json=obj) as response:
                     if response.status not in (201, 409):
                         raise RuntimeError(

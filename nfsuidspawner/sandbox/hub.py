@@ -62,13 +62,18 @@ class HubProcess:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         settings_file = self.state_dir / "hub-settings.json"
         settings_file.write_text(json.dumps(asdict(self.settings)))
-        env = dict(os.environ, KUBECONFIG=self.settings.kubeconfig,
-                   NFSUID_SANDBOX_HUB=str(settings_file))
+        env = dict(
+            os.environ, KUBECONFIG=self.settings.kubeconfig, NFSUID_SANDBOX_HUB=str(settings_file)
+        )
         jupyterhub = Path(sys.executable).with_name("jupyterhub")
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [str(jupyterhub), "-f", str(CONFIG)], cwd=self.state_dir, env=env,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                [str(jupyterhub), "-f", str(CONFIG)],
+                cwd=self.state_dir,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self._wait_healthy(timeout)
 
@@ -77,7 +82,9 @@ class HubProcess:
         url = f"{self.settings.url}/hub/health"
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"jupyterhub exited with {self.process.returncode}:\n{self.log()}")
+                raise RuntimeError(
+                    f"jupyterhub exited with {self.process.returncode}:\n{self.log()}"
+                )
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
                     if response.status == 200:

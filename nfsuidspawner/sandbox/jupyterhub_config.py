@@ -7,9 +7,10 @@ KUBECONFIG, like any hub outside a cluster.
 
 import json
 import os
+from pathlib import Path
 
 c = get_config()
-settings = json.loads(open(os.environ["NFSUID_SANDBOX_HUB"]).read())
+settings = json.loads(Path(os.environ["NFSUID_SANDBOX_HUB"]).read_text())
 state = settings["state_dir"]
 
 c.JupyterHub.ip = settings["ip"]
@@ -31,11 +32,13 @@ c.Authenticator.allowed_users = set(settings["users"])
 c.Authenticator.admin_users = set(settings["admin_users"])
 if settings.get("api_token"):
     c.JupyterHub.services = [{"name": "sandbox-admin", "api_token": settings["api_token"]}]
-    c.JupyterHub.load_roles = [{
-        "name": "sandbox-admin",
-        "scopes": ["admin:users", "admin:servers", "access:servers", "read:users"],
-        "services": ["sandbox-admin"],
-    }]
+    c.JupyterHub.load_roles = [
+        {
+            "name": "sandbox-admin",
+            "scopes": ["admin:users", "admin:servers", "access:servers", "read:users"],
+            "services": ["sandbox-admin"],
+        }
+    ]
 
 c.JupyterHub.spawner_class = "nfsuid"
 # On c.KubeSpawner, as the Zero-to-JupyterHub chart sets them, so that a chart-derived

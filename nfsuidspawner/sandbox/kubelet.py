@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import ipaddress
 import json
 import logging
@@ -152,7 +153,11 @@ class _Pod:
         uninit = [c.name for c in self.inits if "terminated" not in c.state
                   or c.state["terminated"].get("exitCode") != 0]  # fmt: skip
         done_reason = "PodCompleted" if phase in ("Succeeded", "Failed") else "ContainersNotReady"
-        ready_msg = "" if done_reason == "PodCompleted" else f"containers with unready status: [{' '.join(unready)}]"
+        ready_msg = (
+            ""
+            if done_reason == "PodCompleted"
+            else f"containers with unready status: [{' '.join(unready)}]"
+        )
         return {
             "phase": phase,
             "hostIP": self.k.host_ip,
@@ -164,13 +169,19 @@ class _Pod:
             "conditions": [
                 self._condition("PodReadyToStartContainers", True),
                 self._condition(
-                    "Initialized", self.initialized, "ContainersNotInitialized",
+                    "Initialized",
+                    self.initialized,
+                    "ContainersNotInitialized",
                     f"containers with incomplete status: [{' '.join(uninit)}]",
                 ),
-                self._condition("Ready", not unready and phase == "Running", done_reason, ready_msg),
-                self._condition("ContainersReady", not unready and phase == "Running", done_reason, ready_msg),
+                self._condition(
+                    "Ready", not unready and phase == "Running", done_reason, ready_msg
+                ),
+                self._condition(
+                    "ContainersReady", not unready and phase == "Running", done_reason, ready_msg
+                ),
                 self._condition("PodScheduled", True),
-            ],  # fmt: skip
+            ],
             **({"initContainerStatuses": [c.status() for c in self.inits]} if self.inits else {}),
             "containerStatuses": [c.status() for c in self.mains],
         }
@@ -363,7 +374,9 @@ class _Pod:
                            "containerID": c.container_id}  # fmt: skip
         if start_error.exists() and start_error.stat().st_size:
             message = start_error.read_text()
-            terminated.update(reason="StartError", message=message, exitCode=runtime.START_ERROR_EXIT)
+            terminated.update(
+                reason="StartError", message=message, exitCode=runtime.START_ERROR_EXIT
+            )
             await self.event("Failed", f"Error: failed to start container {c.name!r}: {message}",
                              "Warning", c)  # fmt: skip
         else:
@@ -456,10 +469,8 @@ class _MountError(Exception):
 
 
 def _signal(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 async def _child_of(pid: int) -> int | None:
@@ -500,8 +511,11 @@ def _tail(path: Path) -> str:
 
 
 def _container_ports(pod: Obj) -> list[int]:
-    return [port["containerPort"] for c in pod["spec"].get("containers", [])
-            for port in c.get("ports") or []]
+    return [
+        port["containerPort"]
+        for c in pod["spec"].get("containers", [])
+        for port in c.get("ports") or []
+    ]
 
 
 def _can_bind(addr: str, port: int) -> bool:
@@ -751,14 +765,12 @@ class Kubelet:
             if kserver != server:
                 continue
             if norm == kpath or norm.startswith(kpath.rstrip("/") + "/"):
-                rest = norm[len(kpath):].lstrip("/")
+                rest = norm[len(kpath) :].lstrip("/")
                 if best is None or len(kpath) > best[0]:
                     best = (len(kpath), os.path.join(local, rest) if rest else local)
                     best_key = key
         if best is None:
-            raise _MountError(
-                f"mount.nfs: access denied by server while mounting {server}:{path}"
-            )
+            raise _MountError(f"mount.nfs: access denied by server while mounting {server}:{path}")
         export_root = os.path.realpath(self.exports[best_key])
         local = os.path.realpath(best[1])
         if local != export_root and not local.startswith(export_root + "/"):

@@ -21,6 +21,7 @@ The one stand-in for pod networking (there are no network namespaces): every pod
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -236,7 +237,7 @@ def container_config(
     if sc.get("runAsNonRoot") and uid == 0:
         raise ContainerConfigError(
             "container has runAsNonRoot and image will run as root "
-            f"(pod: \"{meta.get('name')}_{meta.get('namespace')}({meta.get('uid')})\", "
+            f'(pod: "{meta.get("name")}_{meta.get("namespace")}({meta.get("uid")})", '
             f"container: {container.get('name')})"
         )
     groups = {gid}
@@ -455,7 +456,9 @@ def _build_etc(cfg: Obj, root: str) -> None:
     _write(os.path.join(etc, "passwd"), cfg["passwd"], 0o664 if cfg["docker_stacks"] else 0o644)
     _write(os.path.join(etc, "group"), cfg["group"])
     shadow_gid = 42 if cfg["docker_stacks"] else 0
-    shadow = "".join(f"{ln.split(':')[0]}:*:20000:0:99999:7:::\n" for ln in cfg["passwd"].splitlines())
+    shadow = "".join(
+        f"{ln.split(':')[0]}:*:20000:0:99999:7:::\n" for ln in cfg["passwd"].splitlines()
+    )
     gshadow = "".join(f"{ln.split(':')[0]}:*::\n" for ln in cfg["group"].splitlines())
     _write(os.path.join(etc, "shadow"), shadow, 0o640, gid=shadow_gid)
     _write(os.path.join(etc, "gshadow"), gshadow, 0o640, gid=shadow_gid)
@@ -599,7 +602,7 @@ def _setpriv_argv(cfg: Obj) -> list[str]:
     ]
     if cfg["no_new_privs"]:
         argv.append("--no-new-privs")
-    return argv + ["--"]
+    return [*argv, "--"]
 
 
 def _which(cmd: str, path: str) -> str | None:
@@ -681,25 +684,27 @@ def _init(cfg: Obj, parent_alive: int) -> None:
         if pid == main:
             code = os.waitstatus_to_exitcode(status)
             code = 128 - code if code < 0 else code
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(-1, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             os._exit(code)
 
 
-FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
-                     signal.SIGUSR2, signal.SIGQUIT)
+FORWARDED_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGQUIT,
+)
 
 
 def _forward_signals(target: int) -> None:
     """Pass the signals a container gets on to `target` (a pid, or -1 for all we may signal)."""
 
     def forward(signum: int, _frame: object) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(target, signum)
-        except ProcessLookupError:
-            pass
 
     for sig in FORWARDED_SIGNALS:
         signal.signal(sig, forward)

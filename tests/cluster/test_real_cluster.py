@@ -39,14 +39,25 @@ def namespace(variable: str) -> str:
     return os.environ.get(variable) or os.environ.get("NFSUID_TEST_NAMESPACE", "default")
 
 
-@pytest.mark.parametrize(("source", "variable"), [
-    ({"identity_source": lambda spawner: Identity(2001, 3001)}, "NFSUID_TEST_NAMESPACE"),
-    ({"identity_source": "initcontainer"}, "NFSUID_TEST_BASELINE_NAMESPACE"),
-], ids=["known-identity-restricted", "initcontainer-baseline"])
+@pytest.mark.parametrize(
+    ("source", "variable"),
+    [
+        ({"identity_source": lambda spawner: Identity(2001, 3001)}, "NFSUID_TEST_NAMESPACE"),
+        ({"identity_source": "initcontainer"}, "NFSUID_TEST_BASELINE_NAMESPACE"),
+    ],
+    ids=["known-identity-restricted", "initcontainer-baseline"],
+)
 async def test_pod_is_admitted(api, make_spawner, source, variable) -> None:
     ns = namespace(variable)
-    spawner = make_spawner(source | {"namespace": ns, "nfs_storage": "inline",
-                                     "nfs_server": "nfs.example.org", "nfs_export_path": "/hpc"})
+    spawner = make_spawner(
+        source
+        | {
+            "namespace": ns,
+            "nfs_storage": "inline",
+            "nfs_server": "nfs.example.org",
+            "nfs_export_path": "/hpc",
+        }
+    )
     pod = serialize(await spawner.get_pod_manifest())
 
     created = await api.create_namespaced_pod(ns, pod, dry_run="All")
@@ -56,8 +67,9 @@ async def test_pod_is_admitted(api, make_spawner, source, variable) -> None:
 
 async def test_ensured_pv_and_pvc_are_accepted(api) -> None:
     ns = namespace("NFSUID_TEST_NAMESPACE")
-    pv = manifests.persistent_volume("nfsuid-dry-run-pv", "nfs.example.org", "/hpc", ["vers=3"],
-                                     "1Ti", ns, "nfsuid-dry-run-pvc")
+    pv = manifests.persistent_volume(
+        "nfsuid-dry-run-pv", "nfs.example.org", "/hpc", ["vers=3"], "1Ti", ns, "nfsuid-dry-run-pvc"
+    )
     pvc = manifests.persistent_volume_claim("nfsuid-dry-run-pvc", ns, "nfsuid-dry-run-pv", "1Ti")
 
     await api.create_persistent_volume(pv, dry_run="All")

@@ -97,20 +97,37 @@ class SandboxInfo:
 
     def container_logs(self, pod: str) -> str:
         logs = sorted((self.state_dir / "kubelet" / "logs" / NAMESPACE / pod).glob("*/*.log"))
-        return "\n".join(f"--- {p.parent.name}/{p.name}\n{p.read_text(errors='replace')[-3000:]}"
-                         for p in logs)
+        return "\n".join(
+            f"--- {p.parent.name}/{p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in logs
+        )
 
 
 @pytest.fixture(scope="session")
 def sandbox(share: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxInfo]:
     state = tmp_path_factory.mktemp("sandbox")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "nfsuidspawner.cli", "sandbox", "--state-dir", str(state),
-         "--export", f"{NFS_EXPORT}={share}", "--namespace", NAMESPACE, "--apply", str(PV_PVC),
-         # A subnet of its own, so that another sandbox (a demo) cannot hold the same pod IPs.
-         "--pod-cidr", f"127.{random.randrange(100, 250)}.{random.randrange(256)}.0/24"],
-        stdout=subprocess.PIPE, stderr=open(state / "sandbox.log", "wb"), text=True,
-    )
+    with open(state / "sandbox.log", "wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "nfsuidspawner.cli",
+                "sandbox",
+                "--state-dir",
+                str(state),
+                "--export",
+                f"{NFS_EXPORT}={share}",
+                "--namespace",
+                NAMESPACE,
+                "--apply",
+                str(PV_PVC),
+                # A subnet of its own, so that another sandbox (a demo) cannot hold the same pod IPs.
+                "--pod-cidr",
+                f"127.{random.randrange(100, 250)}.{random.randrange(256)}.0/24",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
     line = process.stdout.readline()
     if not line:
         process.wait(10)
@@ -177,7 +194,11 @@ class Hub:
 
     async def progress(self, user: str, server: str = "") -> list[dict[str, Any]]:
         """The spawn's progress events, as the spawn page reads them (to the end)."""
-        path = f"/users/{user}/servers/{server}/progress" if server else f"/users/{user}/server/progress"
+        path = (
+            f"/users/{user}/servers/{server}/progress"
+            if server
+            else f"/users/{user}/server/progress"
+        )
         events = []
         async with aiohttp.ClientSession(headers=self._headers()) as session:
             async with session.get(f"{self.url}/hub/api{path}") as response:
@@ -204,17 +225,24 @@ class Hub:
                 await self.stop(model["name"], server)
 
     async def pods_of(self, user: str) -> list[dict[str, Any]]:
-        return [p for p in await self.sandbox.pods()
-                if p["metadata"]["annotations"].get("hub.jupyter.org/username") == user]
+        return [
+            p
+            for p in await self.sandbox.pods()
+            if p["metadata"]["annotations"].get("hub.jupyter.org/username") == user
+        ]
 
     async def diagnose(self, user: str) -> str:
         parts = [f"=== hub log (tail)\n{self.process.log()}"]
         for pod in await self.pods_of(user):
             name = pod["metadata"]["name"]
-            events = [f"{e.get('reason')}: {e.get('message')}" for e in await self.sandbox.events(name)]
-            parts += [f"=== pod {name} status\n{json.dumps(pod.get('status'), indent=1)[:3000]}",
-                      "=== events\n" + "\n".join(events),
-                      f"=== container logs\n{self.sandbox.container_logs(name)}"]
+            events = [
+                f"{e.get('reason')}: {e.get('message')}" for e in await self.sandbox.events(name)
+            ]
+            parts += [
+                f"=== pod {name} status\n{json.dumps(pod.get('status'), indent=1)[:3000]}",
+                "=== events\n" + "\n".join(events),
+                f"=== container logs\n{self.sandbox.container_logs(name)}",
+            ]
         return "\n".join(parts)
 
     async def lab_session(self, user: str, server: str = "") -> aiohttp.ClientSession:
@@ -240,11 +268,23 @@ class Hub:
     async def _execute(lab: aiohttp.ClientSession, kernel: str, code: str) -> str:
         msg_id = uuid.uuid4().hex
         request = {
-            "header": {"msg_id": msg_id, "username": "e2e", "session": uuid.uuid4().hex,
-                       "msg_type": "execute_request", "version": "5.3"},
-            "parent_header": {}, "metadata": {}, "channel": "shell",
-            "content": {"code": code, "silent": False, "store_history": False,
-                        "user_expressions": {}, "allow_stdin": False},
+            "header": {
+                "msg_id": msg_id,
+                "username": "e2e",
+                "session": uuid.uuid4().hex,
+                "msg_type": "execute_request",
+                "version": "5.3",
+            },
+            "parent_header": {},
+            "metadata": {},
+            "channel": "shell",
+            "content": {
+                "code": code,
+                "silent": False,
+                "store_history": False,
+                "user_expressions": {},
+                "allow_stdin": False,
+            },
         }
         output = []
         async with lab.ws_connect(f"api/kernels/{kernel}/channels") as ws:
@@ -265,14 +305,22 @@ class Hub:
 
 @contextlib.contextmanager
 def running_hub(
-    sandbox: SandboxInfo, state_dir: Path, spawner: dict[str, Any] | None = None,
+    sandbox: SandboxInfo,
+    state_dir: Path,
+    spawner: dict[str, Any] | None = None,
     extra_config: list[str] | tuple[str, ...] = (),
 ) -> Iterator[Hub]:
     """A hub on free ports with these spawner settings; at the end its labs stop, then it."""
     settings = HubSettings(
-        state_dir=str(state_dir), kubeconfig=sandbox.kubeconfig, namespace=NAMESPACE,
-        users=USERS, port=free_port(), hub_port=free_port(), proxy_api_port=free_port(),
-        spawner=spawner or {}, extra_config=list(extra_config),
+        state_dir=str(state_dir),
+        kubeconfig=sandbox.kubeconfig,
+        namespace=NAMESPACE,
+        users=USERS,
+        port=free_port(),
+        hub_port=free_port(),
+        proxy_api_port=free_port(),
+        spawner=spawner or {},
+        extra_config=list(extra_config),
     )
     process = HubProcess(settings)
     process.start()

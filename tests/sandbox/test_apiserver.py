@@ -184,8 +184,17 @@ async def test_timeout_seconds_ends_a_quiet_watch(admin: CoreV1Api) -> None:
         ("!app", ["c"]),
         ("app in (x,y),tier=web", ["b"]),
     ],
-    ids=["empty", "equals", "double-equals", "not-equals", "in", "notin", "exists", "not-exists",
-         "and"],
+    ids=[
+        "empty",
+        "equals",
+        "double-equals",
+        "not-equals",
+        "in",
+        "notin",
+        "exists",
+        "not-exists",
+        "and",
+    ],
 )
 async def test_label_selector_filters_the_list(
     admin: CoreV1Api, selector: str, expected: list[str]

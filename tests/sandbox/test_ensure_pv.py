@@ -10,7 +10,12 @@ from nfsuidspawner.storage import ensure_share
 from .conftest import HUB_NAMESPACE
 
 PV = manifests.persistent_volume(
-    "hpc-pv", "aixsky.msxf.local", "/hpc", ["vers=3", "hard"], "1Ti", HUB_NAMESPACE,
+    "hpc-pv",
+    "aixsky.msxf.local",
+    "/hpc",
+    ["vers=3", "hard"],
+    "1Ti",
+    HUB_NAMESPACE,
     "hpc-shared-pvc",
 )
 PVC = manifests.persistent_volume_claim("hpc-shared-pvc", HUB_NAMESPACE, "hpc-pv", "1Ti")
@@ -27,7 +32,8 @@ async def test_hub_role_alone_gets_an_error_naming_the_cluster_role_rule(
         await ensure_share(hub, PV, PVC)
 
     assert str(refused.value).startswith(
-        "nfsuid: the hub may not create PersistentVolume hpc-pv (403 Forbidden). Fix:")
+        "nfsuid: the hub may not create PersistentVolume hpc-pv (403 Forbidden). Fix:"
+    )
     assert 'resources: ["persistentvolumes"], verbs: ["get", "create"]' in str(refused.value)
     assert server.objects("persistentvolumeclaims") == []
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import shutil
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -35,17 +35,29 @@ def _needs_root() -> None:
 
 
 class Cluster:
-    def __init__(self, server: ApiServer, kubelet: Kubelet, export: Path, session: aiohttp.ClientSession):
+    def __init__(
+        self, server: ApiServer, kubelet: Kubelet, export: Path, session: aiohttp.ClientSession
+    ):
         self.server, self.kubelet, self.export, self.session = server, kubelet, export, session
 
     async def call(self, method: str, path: str, body: Obj | None = None, **params: str) -> Obj:
-        async with self.session.request(method, self.server.url + path, json=body, params=params) as r:
+        async with self.session.request(
+            method, self.server.url + path, json=body, params=params
+        ) as r:
             data = await r.json()
             assert r.status < 300, data
             return data
 
-    async def create(self, name: str, containers: list[Obj], *, init: list[Obj] | None = None,
-                     volumes: list[Obj] | None = None, restart: str = "Never", **spec: Any) -> Obj:
+    async def create(
+        self,
+        name: str,
+        containers: list[Obj],
+        *,
+        init: list[Obj] | None = None,
+        volumes: list[Obj] | None = None,
+        restart: str = "Never",
+        **spec: Any,
+    ) -> Obj:
         pod = {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": NS},
@@ -83,7 +95,9 @@ class Cluster:
         """Events and logs, printed when a test fails so that the failure explains itself."""
         lines = [f"{e['reason']}: {e['message']}" for e in await self.events(name)]
         pod = await self.get(name)
-        for c in (pod or {}).get("spec", {}).get("initContainers", []) + (pod or {}).get("spec", {}).get("containers", []):
+        for c in (pod or {}).get("spec", {}).get("initContainers", []) + (pod or {}).get(
+            "spec", {}
+        ).get("containers", []):
             lines.append(f"--- log {c['name']}:\n{self.kubelet.logs(NS, name, c['name'])}")
         return "\n".join(lines)
 
@@ -159,8 +173,14 @@ async def test_file_created_on_nfs_volume_is_owned_by_run_as_user(cluster: Clust
     (cluster.export / "home").mkdir(mode=0o777)
     os.chmod(cluster.export / "home", 0o777)
     await cluster.create(
-        "owner", [sh("touch /share/home/made-here", securityContext=user(1234, 2345),
-                     volumeMounts=[{"name": "share", "mountPath": "/share"}])],  # fmt: skip
+        "owner",
+        [
+            sh(
+                "touch /share/home/made-here",
+                securityContext=user(1234, 2345),
+                volumeMounts=[{"name": "share", "mountPath": "/share"}],
+            )
+        ],
         volumes=[nfs_volume()],
     )
     assert (await cluster.finished("owner"))["status"]["phase"] == "Succeeded"
@@ -173,9 +193,15 @@ async def test_subpath_mounts_only_that_directory(cluster: Cluster) -> None:
         (cluster.export / "home" / d).mkdir(parents=True)
     (cluster.export / "home" / "alice" / "mine").touch()
     await cluster.create(
-        "subpath", [sh("ls -A /data; ls -A /data/..; ls /export 2>&1 || echo no-export",
-                       volumeMounts=[{"name": "share", "mountPath": "/data/alice",
-                                      "subPath": "home/alice"}])],  # fmt: skip
+        "subpath",
+        [
+            sh(
+                "ls -A /data; ls -A /data/..; ls /export 2>&1 || echo no-export",
+                volumeMounts=[
+                    {"name": "share", "mountPath": "/data/alice", "subPath": "home/alice"}
+                ],
+            )
+        ],
         volumes=[nfs_volume()],
     )
     await cluster.finished("subpath")
@@ -194,8 +220,13 @@ async def test_nfs_volume_may_name_a_subdirectory_of_an_export(cluster: Cluster)
 
 async def test_read_only_mount_is_read_only(cluster: Cluster) -> None:
     await cluster.create(
-        "ro", [sh("touch /share/x 2>&1; echo rc=$?",
-                  volumeMounts=[{"name": "share", "mountPath": "/share", "readOnly": True}])],
+        "ro",
+        [
+            sh(
+                "touch /share/x 2>&1; echo rc=$?",
+                volumeMounts=[{"name": "share", "mountPath": "/share", "readOnly": True}],
+            )
+        ],
         volumes=[nfs_volume()],
     )
     await cluster.finished("ro")
@@ -204,8 +235,14 @@ async def test_read_only_mount_is_read_only(cluster: Cluster) -> None:
 
 async def test_missing_subpath_is_created_root_owned(cluster: Cluster) -> None:
     await cluster.create(
-        "mksub", [sh("true", securityContext=user(1234, 2345),
-                     volumeMounts=[{"name": "share", "mountPath": "/d", "subPath": "new/dir"}])],
+        "mksub",
+        [
+            sh(
+                "true",
+                securityContext=user(1234, 2345),
+                volumeMounts=[{"name": "share", "mountPath": "/d", "subPath": "new/dir"}],
+            )
+        ],
         volumes=[nfs_volume()],
     )
     await cluster.finished("mksub")
@@ -217,7 +254,8 @@ async def test_symlink_subpath_fails_with_create_container_config_error(cluster:
     (cluster.export / "real").mkdir()
     (cluster.export / "link").symlink_to("real")
     await cluster.create(
-        "symsub", [sh("true", volumeMounts=[{"name": "share", "mountPath": "/d", "subPath": "link"}])],
+        "symsub",
+        [sh("true", volumeMounts=[{"name": "share", "mountPath": "/d", "subPath": "link"}])],
         volumes=[nfs_volume()],
     )
     pod = await cluster.wait("symsub", lambda p: "waiting" in (
@@ -231,9 +269,16 @@ async def test_symlink_subpath_fails_with_create_container_config_error(cluster:
 async def test_emptydir_is_world_writable_and_shared_between_containers(cluster: Cluster) -> None:
     vm = [{"name": "scratch", "mountPath": "/scratch"}]
     await cluster.create(
-        "empty", [sh("cat /scratch/note; stat -c %a /scratch", volumeMounts=vm)],
-        init=[sh("echo from-init > /scratch/note", name="i", securityContext=user(1234),
-                 volumeMounts=vm)],  # fmt: skip
+        "empty",
+        [sh("cat /scratch/note; stat -c %a /scratch", volumeMounts=vm)],
+        init=[
+            sh(
+                "echo from-init > /scratch/note",
+                name="i",
+                securityContext=user(1234),
+                volumeMounts=vm,
+            )
+        ],
         volumes=[{"name": "scratch", "emptyDir": {}}],
     )
     await cluster.finished("empty")
@@ -266,14 +311,25 @@ async def test_failed_init_container_reports_its_termination_message(cluster: Cl
     pod = await cluster.finished("initfail")
     assert pod["status"]["phase"] == "Failed"
     term = pod["status"]["initContainerStatuses"][0]["state"]["terminated"]
-    assert (term["exitCode"], term["reason"], term["message"]) == (1, "Error", "no such directory\n")
+    assert (term["exitCode"], term["reason"], term["message"]) == (
+        1,
+        "Error",
+        "no such directory\n",
+    )
     assert "running" not in pod["status"]["containerStatuses"][0]["state"]
     assert cluster.log("initfail") == ""
 
 
 async def test_fallback_to_logs_on_error_uses_the_log_tail(cluster: Cluster) -> None:
-    await cluster.create("fallback", [sh("echo first; echo last words; exit 3",
-                                         terminationMessagePolicy="FallbackToLogsOnError")])
+    await cluster.create(
+        "fallback",
+        [
+            sh(
+                "echo first; echo last words; exit 3",
+                terminationMessagePolicy="FallbackToLogsOnError",
+            )
+        ],
+    )
     pod = await cluster.finished("fallback")
     term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
     assert term["exitCode"] == 3 and term["message"] == "first\nlast words"
@@ -296,30 +352,49 @@ async def test_restart_on_failure_counts_restarts_with_back_off(cluster: Cluster
 
 
 async def test_non_root_container_has_no_capabilities(cluster: Cluster) -> None:
-    await cluster.create("capuser", [sh("grep -E '^Cap(Eff|Prm|Amb)' /proc/self/status",
-                                        securityContext=user(1234)
-                                        | {"capabilities": {"drop": ["ALL"], "add": ["CHOWN"]}})])
+    await cluster.create(
+        "capuser",
+        [
+            sh(
+                "grep -E '^Cap(Eff|Prm|Amb)' /proc/self/status",
+                securityContext=user(1234) | {"capabilities": {"drop": ["ALL"], "add": ["CHOWN"]}},
+            )
+        ],
+    )
     await cluster.finished("capuser")
     assert all(line.endswith("0000000000000000") for line in cluster.log("capuser").splitlines())
 
 
 async def test_root_container_has_exactly_the_added_capabilities(cluster: Cluster) -> None:
     sc = {"runAsUser": 0, "capabilities": {"drop": ["ALL"], "add": ["SETUID", "SETGID", "CHOWN"]}}
-    await cluster.create("caproot", [sh("grep -E '^Cap(Eff|Bnd)' /proc/self/status", securityContext=sc)])
+    await cluster.create(
+        "caproot", [sh("grep -E '^Cap(Eff|Bnd)' /proc/self/status", securityContext=sc)]
+    )
     await cluster.finished("caproot")
     # CHOWN=0, SETGID=6, SETUID=7
-    assert cluster.log("caproot").split() == ["CapEff:", "00000000000000c1", "CapBnd:", "00000000000000c1"]
+    assert cluster.log("caproot").split() == [
+        "CapEff:",
+        "00000000000000c1",
+        "CapBnd:",
+        "00000000000000c1",
+    ]
 
 
-async def test_no_new_privs_is_set_when_privilege_escalation_is_disallowed(cluster: Cluster) -> None:
-    await cluster.create("nnp", [sh("grep NoNewPrivs /proc/self/status", securityContext=user(1234))])
+async def test_no_new_privs_is_set_when_privilege_escalation_is_disallowed(
+    cluster: Cluster,
+) -> None:
+    await cluster.create(
+        "nnp", [sh("grep NoNewPrivs /proc/self/status", securityContext=user(1234))]
+    )
     await cluster.finished("nnp")
     assert cluster.log("nnp").split() == ["NoNewPrivs:", "1"]
 
 
 async def test_read_only_root_filesystem_is_enforced(cluster: Cluster) -> None:
-    await cluster.create("rofs", [sh("touch /tmp/x 2>&1; echo rc=$?",
-                                     securityContext=user(0, readOnlyRootFilesystem=True))])
+    await cluster.create(
+        "rofs",
+        [sh("touch /tmp/x 2>&1; echo rc=$?", securityContext=user(0, readOnlyRootFilesystem=True))],
+    )
     await cluster.finished("rofs")
     assert "Read-only file system" in cluster.log("rofs")
 
@@ -362,7 +437,8 @@ def identity_init(script: str) -> list[Obj]:
 async def test_docker_stacks_stand_in_switches_to_nb_uid_from_a_hook(cluster: Cluster) -> None:
     export = "export NB_USER=qiang.guo03 NB_UID=1500 NB_GID=1600 NB_GROUP=qguo"
     await cluster.create(
-        "stacks", [notebook(["sh", "-c", "id; echo HOME=$HOME; grep CapEff /proc/self/status"])],
+        "stacks",
+        [notebook(["sh", "-c", "id; echo HOME=$HOME; grep CapEff /proc/self/status"])],
         init=identity_init(f"echo '{export}' > /nfsuid/run/nfsuid-identity.sh"),
         volumes=[{"name": "run", "emptyDir": {}}],
     )
@@ -419,8 +495,9 @@ async def test_pod_ip_skips_an_address_whose_port_another_process_holds(cluster:
     with socket.socket() as squatter:
         squatter.bind(("127.0.91.2", 7777))
         squatter.listen()
-        await cluster.create("moved", [{**sh("sleep 30"),
-                                        "ports": [{"containerPort": 7777, "name": "web"}]}])
+        await cluster.create(
+            "moved", [{**sh("sleep 30"), "ports": [{"containerPort": 7777, "name": "web"}]}]
+        )
         pod = await cluster.wait("moved", lambda p: p["status"].get("podIP"))
 
     assert pod["status"]["podIP"] == "127.0.91.3"
@@ -436,7 +513,9 @@ async def test_status_and_events_look_like_a_kubelets(cluster: Cluster) -> None:
     assert {"startedAt", "finishedAt", "exitCode", "reason"} <= cs["state"]["terminated"].keys()
     reasons = [e["reason"] for e in await cluster.events("shape")]
     assert reasons[:1] == ["Scheduled"] and {"Pulled", "Created", "Started"} <= set(reasons)
-    assert all("lastTimestamp" in e and e["source"]["component"] for e in await cluster.events("shape"))
+    assert all(
+        "lastTimestamp" in e and e["source"]["component"] for e in await cluster.events("shape")
+    )
 
 
 async def test_deleting_a_pod_kills_its_processes_and_removes_it(cluster: Cluster) -> None:
@@ -477,7 +556,9 @@ async def test_stopping_the_kubelet_leaves_no_process_and_no_mount(tmp_path: Pat
     assert not any((tmp_path / "state" / "pods").iterdir())
 
 
-async def test_kubelet_refuses_to_start_as_non_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_kubelet_refuses_to_start_as_non_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     kubelet = Kubelet("http://127.0.0.1:1", TOKEN, tmp_path, {})
     with pytest.raises(KubeletError, match="cannot enforce runAsUser"):

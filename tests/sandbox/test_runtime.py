@@ -44,7 +44,9 @@ def test_docker_stacks_images_are_recognised_by_name(image: str, expected: bool)
 
 
 def test_args_replace_the_docker_stacks_cmd_but_keep_start_sh() -> None:
-    cfg = config({"image": "quay.io/jupyter/base-notebook:2025-01-13", "args": ["start-singleuser.py"]})
+    cfg = config(
+        {"image": "quay.io/jupyter/base-notebook:2025-01-13", "args": ["start-singleuser.py"]}
+    )
     assert cfg["argv"] == ["start.sh", "start-singleuser.py"]
     assert (cfg["uid"], cfg["gid"]) == (1000, 100)
 
@@ -119,7 +121,9 @@ def test_subpath_with_dotdot_is_refused(tmp_path: Path) -> None:
 # --- the shim, run directly on a config ---
 
 
-def run_shim(tmp_path: Path, container: Obj, volumes: dict[str, str] | None = None) -> tuple[int, str]:
+def run_shim(
+    tmp_path: Path, container: Obj, volumes: dict[str, str] | None = None
+) -> tuple[int, str]:
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv: the shim makes namespaces and mounts")
     (tmp_path / "rootfs").mkdir()
@@ -139,7 +143,9 @@ def test_shim_exits_with_the_container_exit_code(tmp_path: Path) -> None:
 
 def test_shim_gives_the_container_its_own_pid_namespace_and_hostname(tmp_path: Path) -> None:
     # "$$$$" is Kubernetes' escape for the shell's "$$"
-    code, out = run_shim(tmp_path, {"image": "busybox", "command": ["sh", "-c", "echo $$$$; hostname"]})
+    code, out = run_shim(
+        tmp_path, {"image": "busybox", "command": ["sh", "-c", "echo $$$$; hostname"]}
+    )
     assert (code, out.split()) == (0, ["2", "jupyter-alice"])
 
 
@@ -151,7 +157,7 @@ def test_shim_hides_directories_that_are_not_bound(tmp_path: Path) -> None:
 
 
 def test_shim_reports_a_missing_executable_as_start_error(tmp_path: Path) -> None:
-    code, out = run_shim(tmp_path, {"image": "busybox", "command": ["no-such-tool"]})
+    code, _out = run_shim(tmp_path, {"image": "busybox", "command": ["no-such-tool"]})
     assert code == runtime.START_ERROR_EXIT
     assert "executable file not found" in (tmp_path / "start-error").read_text()
 
@@ -165,7 +171,9 @@ def test_shim_refuses_a_subpath_swapped_for_a_symlink_after_the_check(tmp_path: 
     (tmp_path / "rootfs").mkdir()
     (tmp_path / "tlog").touch()
     cfg = config({"image": "busybox", "command": ["true"]}, tmp=tmp_path)
-    cfg["mounts"] = [{"volume_dir": str(vol), "sub_path": "home", "target": "/h", "readonly": False}]
+    cfg["mounts"] = [
+        {"volume_dir": str(vol), "sub_path": "home", "target": "/h", "readonly": False}
+    ]
     cfg["parent_pid"] = os.getpid()
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     proc = subprocess.run([sys.executable, runtime.__file__, str(tmp_path / "config.json")],

@@ -5,5 +5,9 @@ import os
 import shlex
 import sys
 
-command = ["jupyterhub-singleuser", *shlex.split(os.environ.get("NOTEBOOK_ARGS", "")), *sys.argv[1:]]
+command = [
+    "jupyterhub-singleuser",
+    *shlex.split(os.environ.get("NOTEBOOK_ARGS", "")),
+    *sys.argv[1:],
+]
 os.execvp(command[0], command)
