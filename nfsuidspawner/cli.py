@@ -84,7 +84,12 @@ async def demo(port: int) -> int:
             port=port,
         )
         hub = HubProcess(settings)
-        await asyncio.to_thread(hub.start)
+        hub.launch()  # from this thread, which outlives the hub
+        try:
+            await asyncio.to_thread(hub.wait_healthy)
+        except BaseException:
+            hub.stop()
+            raise
         print(
             f"""
 nfsuidspawner demo is running: {settings.url}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +19,21 @@ from pathlib import Path
 from typing import Any
 
 CONFIG = Path(__file__).with_name("jupyterhub_config.py")
+PR_SET_PDEATHSIG = 1
 DEFAULT_IMAGE = "quay.io/jupyter/base-notebook:2025-12-31"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _end_with_parent() -> None:
+    # Runs in the child before exec: if whoever started the hub dies, even by
+    # SIGKILL, the hub is told to stop too (it is in a session of its own).
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 @dataclass
@@ -33,8 +49,8 @@ class HubSettings:
     api_token: str = field(default_factory=lambda: secrets.token_hex(16))
     ip: str = "127.0.0.1"
     port: int = 8000
-    hub_port: int = 8081
-    proxy_api_port: int = 8001
+    hub_port: int = field(default_factory=free_port)
+    proxy_api_port: int = field(default_factory=free_port)
     image: str = DEFAULT_IMAGE
     spawner: dict[str, Any] = field(default_factory=dict)
     extra_config: list[str] = field(default_factory=list)
@@ -54,6 +70,17 @@ class HubProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> None:
+        """Launch the hub and wait until it is healthy; on failure, stop what was started."""
+        self.launch()
+        try:
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def launch(self) -> None:
+        """Start the hub process. Call it from a thread that lives as long as the hub should:
+        the hub ends when the thread that started it does."""
         if shutil.which("configurable-http-proxy") is None:
             raise RuntimeError(
                 "configurable-http-proxy is not on PATH: install it with"
@@ -74,10 +101,10 @@ class HubProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_end_with_parent,
             )
-        self._wait_healthy(timeout)
 
-    def _wait_healthy(self, timeout: float) -> None:
+    def wait_healthy(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         url = f"{self.settings.url}/hub/health"
         while time.monotonic() < deadline:

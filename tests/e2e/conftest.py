@@ -14,7 +14,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from nfsuidspawner.sandbox.hub import HubProcess, HubSettings
+from nfsuidspawner.sandbox.hub import HubProcess, HubSettings, free_port
 
 REPO = Path(__file__).parent.parent.parent
 PV_PVC = REPO / "helm-values" / "manifests" / "nfs-pv-pvc.yaml"
@@ -140,12 +139,6 @@ def sandbox(share: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Hub:
@@ -317,8 +310,6 @@ def running_hub(
         namespace=NAMESPACE,
         users=USERS,
         port=free_port(),
-        hub_port=free_port(),
-        proxy_api_port=free_port(),
         spawner=spawner or {},
         extra_config=list(extra_config),
     )
