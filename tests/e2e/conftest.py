@@ -224,6 +224,15 @@ class Hub:
             if p["metadata"]["annotations"].get("hub.jupyter.org/username") == user
         ]
 
+    async def pods_left(self, user: str, timeout: float = 20) -> list[str]:
+        """The names of the user's pods still in the sandbox after waiting up to `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            names = [p["metadata"]["name"] for p in await self.pods_of(user)]
+            if not names or time.monotonic() > deadline:
+                return names
+            await asyncio.sleep(0.5)
+
     async def diagnose(self, user: str) -> str:
         parts = [f"=== hub log (tail)\n{self.process.log()}"]
         for pod in await self.pods_of(user):

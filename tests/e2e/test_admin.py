@@ -8,7 +8,6 @@ own user's directory, whoever asked for it.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from typing import Any
 
@@ -37,16 +36,6 @@ async def ensure_ready(hub: Hub, user: str, server: str = "") -> None:
         await hub.start(user, server)
     else:
         await hub.wait_ready(user, server)
-
-
-async def wait_no_pods(hub: Hub, user: str, timeout: float = 20) -> list[str]:
-    """The names of the user's pods still in the sandbox after waiting up to `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        names = [p["metadata"]["name"] for p in await hub.pods_of(user)]
-        if not names or time.monotonic() > deadline:
-            return names
-        await asyncio.sleep(0.5)
 
 
 def server_name(pod: dict[str, Any]) -> str:
@@ -93,7 +82,7 @@ async def test_admin_stopping_servers_removes_their_pods(others: Hub) -> None:
 
     await asyncio.gather(*(others.stop(user) for user in OTHERS))
 
-    left = {user: await wait_no_pods(others, user) for user in OTHERS}
+    left = {user: await others.pods_left(user) for user in OTHERS}
     assert left == {user: [] for user in OTHERS}, "\n".join(
         [await others.diagnose(name) for name in OTHERS]
     )

@@ -91,11 +91,7 @@ async def fail_spawn(hub: Hub, user: str) -> FailedSpawn:
     status, body = await hub.api("POST", f"/users/{user}/server", json={})
     events = await asyncio.wait_for(hub.progress(user), START_TIMEOUT + 30)
     seconds = time.monotonic() - began
-    deadline = time.monotonic() + 15
-    while (
-        left := [p["metadata"]["name"] for p in await hub.pods_of(user)]
-    ) and time.monotonic() < deadline:
-        await asyncio.sleep(0.5)
+    left = await hub.pods_left(user, timeout=15)
     return FailedSpawn(
         post_status=status,
         post_body=body,

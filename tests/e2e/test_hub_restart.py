@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import time
 from pathlib import Path
 
 import aiohttp
@@ -74,15 +73,6 @@ def spawner_state(hub: Hub, user: str) -> dict:
     return json.loads(row[0] or "{}")
 
 
-async def wait_no_pods(hub: Hub, user: str, timeout: float = 20) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        names = [p["metadata"]["name"] for p in await hub.pods_of(user)]
-        if not names or time.monotonic() > deadline:
-            return names
-        await asyncio.sleep(0.5)
-
-
 @pytest.mark.parametrize("user", USERS)
 async def test_server_is_listed_ready_after_the_restart(restarted, hub: Hub, user: str) -> None:
     # The new hub checks its spawners while it starts; allow that to finish.
@@ -121,7 +111,7 @@ async def test_servers_started_before_the_restart_stop_cleanly(restarted, hub: H
     """Runs last in this module: it ends the labs the other tests read."""
     await asyncio.gather(*(hub.stop(user) for user in USERS))
 
-    left = {user: await wait_no_pods(hub, user) for user in USERS}
+    left = {user: await hub.pods_left(user) for user in USERS}
     assert left == {user: [] for user in USERS}, "\n".join(
         [await hub.diagnose(user) for user in USERS]
     )
