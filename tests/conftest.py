@@ -88,6 +88,9 @@ def make_spawner(unreachable_kubeconfig: Path) -> Callable[..., NFSUIDSpawner]:
     return make
 
 
+# The Jupyter docker-stacks images that the example config and the helm values offer.
+DOCKER_STACKS = ("base", "minimal", "scipy", "pytorch", "tensorflow", "datascience", "all-spark")
+
 # Directories on the stand-in share: owner uid and gid, by directory name.
 SHARE_OWNERS = {
     "alice": (2001, 3001),

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from .conftest import DOCKER_STACKS
+
 yaml = pytest.importorskip("yaml", reason="needs PyYAML (the 'test' extra)")
 jsonschema = pytest.importorskip("jsonschema", reason="needs jsonschema (the 'test' extra)")
 
@@ -156,18 +158,7 @@ def test_recommended_values_offer_the_docker_stacks_profiles() -> None:
         profile["kubespawner_override"]["image"].split("/")[-1].split(":")[0]
         for profile in profiles
     }
-    assert stacks == {
-        f"{name}-notebook"
-        for name in (
-            "base",
-            "minimal",
-            "scipy",
-            "pytorch",
-            "tensorflow",
-            "datascience",
-            "all-spark",
-        )
-    }
+    assert stacks == {f"{name}-notebook" for name in DOCKER_STACKS}
     assert [p.get("default", False) for p in profiles].count(True) == 1
 
 
