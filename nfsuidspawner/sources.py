@@ -67,9 +67,13 @@ def _lstat_kind(path: str) -> tuple[str, int, int]:
 
 
 async def owner_on_hub_mount(
-    user: str, path: str, timeout: float, min_uid: int, min_gid: int
+    user: str, path: str, shown_path: str, timeout: float, min_uid: int, min_gid: int
 ) -> Identity:
-    """The owner of `path` on the hub's read-only mount of the share."""
+    """The owner of `path` on the hub's read-only mount of the share.
+
+    A refusal names `shown_path`, the directory as labs and users know it, so that the
+    hub says what the initContainer would; trouble with the hub's mount names `path`.
+    """
     try:
         kind, uid, gid = await in_daemon_thread(lambda: _lstat_kind(path), timeout)
     except TimeoutError:
@@ -83,8 +87,8 @@ async def owner_on_hub_mount(
             f"nfsuid: user {user}: cannot stat {path} on the hub: {e.strerror}."
             " Fix: mount the share read-only in the hub at c.NFSUIDSpawner.hub_share_path"
         ) from None
-    check_type(user, path, kind)
-    return check_ids(user, path, uid, gid, min_uid, min_gid)
+    check_type(user, shown_path, kind)
+    return check_ids(user, shown_path, uid, gid, min_uid, min_gid)
 
 
 def nss_identity(spawner: Any) -> Identity:

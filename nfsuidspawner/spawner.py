@@ -254,7 +254,14 @@ class NFSUIDSpawner(KubeSpawner):
         if source == "initcontainer":
             return None
         hub_path = f"{self.hub_share_path.rstrip('/')}/{layout.home_dir}"
-        args = (layout.user, hub_path, self.identity_timeout, self.min_uid, self.min_gid)
+        args = (
+            layout.user,
+            hub_path,
+            layout.share_path,
+            self.identity_timeout,
+            self.min_uid,
+            self.min_gid,
+        )
         if source == "hub":
             return await owner_on_hub_mount(*args)
         found = await maybe_future(source(self))
@@ -268,7 +275,7 @@ class NFSUIDSpawner(KubeSpawner):
         )
         if self.hub_share_path:
             owner = await owner_on_hub_mount(*args)
-            check_expected_owner(layout.user, hub_path, owner.uid, identity)
+            check_expected_owner(layout.user, layout.share_path, owner.uid, identity)
         return identity
 
     def _check_env(self, pod: Any, user: str) -> None:

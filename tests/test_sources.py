@@ -11,19 +11,20 @@ from nfsuidspawner.sources import nss_identity, owner_on_hub_mount
 
 
 async def test_hub_mount_gives_the_owner(hub_share: Path) -> None:
-    identity = await owner_on_hub_mount("alice", str(hub_share / "home" / "alice"), 5, 1000, 1000)
+    path = str(hub_share / "home" / "alice")
+    identity = await owner_on_hub_mount("alice", path, "/data/hpc/home/alice", 5, 1000, 1000)
 
     assert identity == Identity(2001, 3001)
 
 
-async def test_missing_directory_on_the_hub_mount_is_refused(hub_share: Path) -> None:
+async def test_missing_directory_is_refused_naming_the_path_users_know(hub_share: Path) -> None:
     path = hub_share / "home" / "ghost"
 
     with pytest.raises(NFSUIDError) as refused:
-        await owner_on_hub_mount("ghost", str(path), 5, 1000, 1000)
+        await owner_on_hub_mount("ghost", str(path), "/data/hpc/home/ghost", 5, 1000, 1000)
 
     assert str(refused.value) == (
-        f"nfsuid: user ghost: {path} does not exist. Fix: create it on the NFS server,"
+        "nfsuid: user ghost: /data/hpc/home/ghost does not exist. Fix: create it on the NFS server,"
         " owned by the user's uid and gid"
     )
 
@@ -34,7 +35,7 @@ async def test_stat_error_on_the_hub_names_the_mount_to_fix(tmp_path: Path) -> N
     path = not_a_directory / "home" / "alice"
 
     with pytest.raises(NFSUIDError) as refused:
-        await owner_on_hub_mount("alice", str(path), 5, 1000, 1000)
+        await owner_on_hub_mount("alice", str(path), "/data/hpc/home/alice", 5, 1000, 1000)
 
     assert str(refused.value) == (
         f"nfsuid: user alice: cannot stat {path} on the hub: Not a directory."

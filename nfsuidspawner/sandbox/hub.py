@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -124,36 +125,32 @@ class HubProcess:
     def stop(self, timeout: float = 20) -> None:
         """SIGTERM the hub (it stops its proxy), and SIGKILL its session if it lingers."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        self._stop_orphaned_proxy(session=process.pid)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self._stop_orphaned_proxy()
 
-    def _stop_orphaned_proxy(self, session: int) -> None:
+    def _stop_orphaned_proxy(self) -> None:
+        """End the proxy this hub started, if the hub could not (it was killed)."""
         pid_file = self.state_dir / "proxy.pid"
-        if not pid_file.exists():
-            return
         try:
             pid = int(pid_file.read_text())
-            # Only the proxy this hub started: it is in the hub's process session.
-            if os.getsid(pid) == session and _is_proxy(pid):
-                os.kill(pid, signal.SIGTERM)
-        except (ValueError, ProcessLookupError, PermissionError):
-            pass
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return
         finally:
             pid_file.unlink(missing_ok=True)
+        # The proxy runs in a session of its own: know it by this hub's own proxy API port.
+        mine = b"--api-port" in cmdline and str(self.settings.proxy_api_port).encode() in cmdline
+        if mine and any(b"configurable-http-proxy" in arg for arg in cmdline):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
 
     def log(self, tail: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-tail:] if self.log_path.exists() else ""
-
-
-def _is_proxy(pid: int) -> bool:
-    try:
-        return b"configurable-http-proxy" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False

@@ -1,0 +1,193 @@
+"""The README's `nfsuidspawner demo`: it starts, serves bob his lab, and Ctrl-C cleans up.
+
+The demo is run as a user would run it, as its console script in a process session of its
+own, and is driven over HTTP like a browser (login form, cookies, the lab's REST API).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from .conftest import REPO, free_port
+
+pytestmark = pytest.mark.e2e
+
+NFSUIDSPAWNER = Path(sys.executable).with_name("nfsuidspawner")
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PATH=f"{REPO / 'node_modules' / '.bin'}:{os.environ['PATH']}")
+
+
+@dataclass
+class Demo:
+    process: subprocess.Popen[str]
+    port: int
+    output: list[str] = field(default_factory=list)
+    banner: threading.Event = field(default_factory=threading.Event)
+    lab_cookies: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.output)
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.output.append(line)
+            if "Press Ctrl-C" in line:
+                self.banner.set()
+        self.banner.set()  # the demo ended before (or after) its banner
+
+    @property
+    def url(self) -> str:
+        return re.search(r"nfsuidspawner demo is running: (\S+)", self.text).group(1)
+
+    @property
+    def files(self) -> Path:
+        return Path(re.search(r"Files: (\S+)", self.text).group(1))
+
+    def stop(self, timeout: float = 30) -> int:
+        self.process.send_signal(signal.SIGINT)
+        return self.process.wait(timeout)
+
+
+@pytest.fixture(scope="module")
+def demo(e2e_precondition: None) -> Iterator[Demo]:
+    process = subprocess.Popen(
+        [str(NFSUIDSPAWNER), "demo", "--port", str(free_port())], env=_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    demo = Demo(process, port=0)
+    reader = threading.Thread(target=demo._read, daemon=True)
+    reader.start()
+    try:
+        if not demo.banner.wait(120) or process.poll() is not None:
+            pytest.fail(f"the demo printed no banner within 120 s:\n{demo.text}")
+        demo.port = int(demo.url.rsplit(":", 1)[1])
+        yield demo
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        reader.join(10)
+        if "Files: " in demo.text:
+            shutil.rmtree(demo.files, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def bobs_lab(demo: Demo) -> Demo:
+    """bob logged in through the login form, with his lab up."""
+    asyncio.run(_log_in_and_wait_for_lab(demo, "bob", "demo"))
+    return demo
+
+
+def _session() -> aiohttp.ClientSession:
+    # The hub is at an IP address; aiohttp keeps such cookies only with unsafe=True.
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+async def _log_in_and_wait_for_lab(demo: Demo, user: str, password: str) -> None:
+    async with _session() as http:
+        async with http.get(f"{demo.url}/hub/login") as r:
+            assert r.status == 200, await r.text()
+        xsrf = next(c.value for c in http.cookie_jar if c.key == "_xsrf")
+        async with http.post(f"{demo.url}/hub/login?next=",
+                             data={"username": user, "password": password, "_xsrf": xsrf}) as r:
+            assert r.status == 200 and "/hub/login" not in r.url.path, f"login: {r.status} {r.url}"
+        await _wait_for_lab(http, demo, user)
+        demo.lab_cookies = {c.key: c.value for c in http.cookie_jar}
+
+
+async def _wait_for_lab(http: aiohttp.ClientSession, demo: Demo, user: str) -> None:
+    lab = f"{demo.url}/user/{user}/"
+    deadline = time.monotonic() + 120
+    last = ""
+    while time.monotonic() < deadline:
+        # While the lab starts, the hub answers 424 for it; once up, the lab answers 403
+        # until a page visit has done the OAuth dance with the hub and set the lab's cookie.
+        async with http.get(lab + "api/status") as r:
+            last = f"{r.status} {r.url}"
+            if r.status == 200 and "started" in await r.json():
+                return
+        if r.status == 403:
+            async with http.get(lab + "lab", headers={"Accept": "text/html"}) as r:
+                last = f"{r.status} {r.url} (OAuth)"
+        await asyncio.sleep(1)
+    raise AssertionError(f"{user}'s lab did not answer {lab}api/status within 120 s"
+                         f" (last: {last})\n{demo.text}\n{_hub_log(demo)}")
+
+
+def _hub_log(demo: Demo) -> str:
+    log = demo.files / "hub" / "jupyterhub.log"
+    return log.read_text(errors="replace")[-4000:] if log.exists() else ""
+
+
+def _processes_mentioning(path: Path, port: int) -> list[str]:
+    """Processes whose command line names this path or this port (CHP has `--port N`)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if any(str(path) in arg or arg == str(port) or arg.endswith(f":{port}") for arg in args):
+            found.append(f"{entry.name}: {' '.join(args)[:200]}")
+    return found
+
+
+async def test_demo_serves_bob_a_lab_listing_his_readme(bobs_lab: Demo) -> None:
+    async with _session() as http:
+        http.cookie_jar.update_cookies(bobs_lab.lab_cookies)
+        async with http.get(f"{bobs_lab.url}/user/bob/api/contents/") as r:
+            assert r.status == 200, await r.text()
+            listing = await r.json()
+
+    assert "README.txt" in [item["name"] for item in listing["content"]]
+
+
+def test_ctrl_c_stops_the_demo_and_removes_its_files_and_processes(bobs_lab: Demo) -> None:
+    files, port = bobs_lab.files, bobs_lab.port
+    assert files.name.startswith("nfsuid-demo-") and files.is_dir()
+
+    assert bobs_lab.stop(timeout=30) == 0
+    assert "Stopping the hub, the labs and the sandbox" in bobs_lab.text
+    assert not files.exists()
+    assert _processes_mentioning(files, port) == []
+
+
+def test_demo_as_non_root_exits_1_saying_what_it_cannot_enforce() -> None:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (util-linux) to run the demo as nobody")
+
+    result = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+         str(NFSUIDSPAWNER), "demo", "--port", str(free_port())],
+        env=_env(), capture_output=True, text=True, timeout=60, start_new_session=True,
+    )
+
+    assert result.returncode == 1
+    for phrase in ["must run as root", "cannot enforce", "uid/gid that owns the user's directory",
+                   "dropping capabilities", "private mount and PID namespaces", "Run it as root"]:
+        assert phrase in result.stderr
+    assert not any(p.name.startswith("nfsuid-demo-") and p.stat().st_uid == 65534
+                   for p in Path("/tmp").iterdir())
