@@ -13,7 +13,7 @@ from traitlets import TraitType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nfsuidspawner.spawner import NFSUIDSpawner  # noqa: E402
+from nfsuidspawner.spawner import NFSUIDSpawner
 
 project = "nfsuidspawner"
 author = "nfsuidspawner contributors"

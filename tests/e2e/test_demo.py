@@ -68,8 +68,12 @@ class Demo:
 @pytest.fixture(scope="module")
 def demo(e2e_precondition: None) -> Iterator[Demo]:
     process = subprocess.Popen(
-        [str(NFSUIDSPAWNER), "demo", "--port", str(free_port())], env=_env(),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        [str(NFSUIDSPAWNER), "demo", "--port", str(free_port())],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     demo = Demo(process, port=0)
     reader = threading.Thread(target=demo._read, daemon=True)
@@ -109,8 +113,10 @@ async def _log_in_and_wait_for_lab(demo: Demo, user: str, password: str) -> None
         async with http.get(f"{demo.url}/hub/login") as r:
             assert r.status == 200, await r.text()
         xsrf = next(c.value for c in http.cookie_jar if c.key == "_xsrf")
-        async with http.post(f"{demo.url}/hub/login?next=",
-                             data={"username": user, "password": password, "_xsrf": xsrf}) as r:
+        async with http.post(
+            f"{demo.url}/hub/login?next=",
+            data={"username": user, "password": password, "_xsrf": xsrf},
+        ) as r:
             assert r.status == 200 and "/hub/login" not in r.url.path, f"login: {r.status} {r.url}"
         await _wait_for_lab(http, demo, user)
         demo.lab_cookies = {c.key: c.value for c in http.cookie_jar}
@@ -131,8 +137,10 @@ async def _wait_for_lab(http: aiohttp.ClientSession, demo: Demo, user: str) -> N
             async with http.get(lab + "lab", headers={"Accept": "text/html"}) as r:
                 last = f"{r.status} {r.url} (OAuth)"
         await asyncio.sleep(1)
-    raise AssertionError(f"{user}'s lab did not answer {lab}api/status within 120 s"
-                         f" (last: {last})\n{demo.text}\n{_hub_log(demo)}")
+    raise AssertionError(
+        f"{user}'s lab did not answer {lab}api/status within 120 s"
+        f" (last: {last})\n{demo.text}\n{_hub_log(demo)}"
+    )
 
 
 def _hub_log(demo: Demo) -> str:
@@ -180,14 +188,34 @@ def test_demo_as_non_root_exits_1_saying_what_it_cannot_enforce() -> None:
         pytest.skip("needs root and setpriv (util-linux) to run the demo as nobody")
 
     result = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-         str(NFSUIDSPAWNER), "demo", "--port", str(free_port())],
-        env=_env(), capture_output=True, text=True, timeout=60, start_new_session=True,
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            str(NFSUIDSPAWNER),
+            "demo",
+            "--port",
+            str(free_port()),
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=True,
     )
 
     assert result.returncode == 1
-    for phrase in ["must run as root", "cannot enforce", "uid/gid that owns the user's directory",
-                   "dropping capabilities", "private mount and PID namespaces", "Run it as root"]:
+    for phrase in [
+        "must run as root",
+        "cannot enforce",
+        "uid/gid that owns the user's directory",
+        "dropping capabilities",
+        "private mount and PID namespaces",
+        "Run it as root",
+    ]:
         assert phrase in result.stderr
-    assert not any(p.name.startswith("nfsuid-demo-") and p.stat().st_uid == 65534
-                   for p in Path("/tmp").iterdir())
+    assert not any(
+        p.name.startswith("nfsuid-demo-") and p.stat().st_uid == 65534
+        for p in Path("/tmp").iterdir()
+    )

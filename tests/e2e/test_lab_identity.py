@@ -16,31 +16,38 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module", params=["initcontainer", "hub"])
 def hub(request, sandbox, share, tmp_path_factory):
-    with running_hub(sandbox, tmp_path_factory.mktemp("hub"),
-                     spawner=source_settings(request.param, share)) as hub:
+    with running_hub(
+        sandbox, tmp_path_factory.mktemp("hub"), spawner=source_settings(request.param, share)
+    ) as hub:
         yield hub
 
 
 @pytest.fixture(scope="module")
 def alice_lab(hub):
     import asyncio
+
     asyncio.run(hub.start("alice"))
     return hub
 
 
 async def test_lab_runs_as_the_directory_owner_with_no_other_group(alice_lab) -> None:
     out = await alice_lab.run_in_lab(
-        "alice", "import subprocess; print(subprocess.run(['id'], capture_output=True, text=True).stdout)")
+        "alice",
+        "import subprocess; print(subprocess.run(['id'], capture_output=True, text=True).stdout)",
+    )
 
     # Names come from the image's /etc/passwd, which only start.sh running as root
     # (the initcontainer source) can extend; a lab started as the user has numbers.
-    assert re.fullmatch(r"uid=2001(\(alice\))? gid=3001(\(alice\))? groups=3001(\(alice\))?", out.strip())
+    assert re.fullmatch(
+        r"uid=2001(\(alice\))? gid=3001(\(alice\))? groups=3001(\(alice\))?", out.strip()
+    )
 
 
 async def test_file_created_in_home_is_owned_by_the_user_on_the_share(alice_lab, share) -> None:
     async with await alice_lab.lab_session("alice") as lab:
-        async with lab.put("api/contents/e2e-note.txt", json={
-                "type": "file", "format": "text", "content": "hello"}) as r:
+        async with lab.put(
+            "api/contents/e2e-note.txt", json={"type": "file", "format": "text", "content": "hello"}
+        ) as r:
             assert r.status in (200, 201), await r.text()
 
     on_share = share / "home" / "alice" / "e2e-note.txt"
@@ -49,7 +56,10 @@ async def test_file_created_in_home_is_owned_by_the_user_on_the_share(alice_lab,
 
 
 async def test_home_is_a_symlink_to_the_share_path(alice_lab) -> None:
-    out = await alice_lab.run_in_lab("alice", "import os; print(os.readlink('/home/alice'), os.path.realpath(os.path.expanduser('~')))")
+    out = await alice_lab.run_in_lab(
+        "alice",
+        "import os; print(os.readlink('/home/alice'), os.path.realpath(os.path.expanduser('~')))",
+    )
 
     assert out.split() == ["/data/hpc/home/alice", "/data/hpc/home/alice"]
 
@@ -58,7 +68,7 @@ async def test_other_users_directories_are_absent(alice_lab, share) -> None:
     code = f"""
 import os
 print(sorted(os.listdir('/data/hpc/home')))
-for path in ['/data/hpc/home/bob', '/data/hpc/home/qiang.guo03', {str(share / 'home' / 'bob')!r}]:
+for path in ['/data/hpc/home/bob', '/data/hpc/home/qiang.guo03', {str(share / "home" / "bob")!r}]:
     try:
         os.listdir(path)
         print('readable', path)
