@@ -62,3 +62,56 @@ async def test_ensuring_twice_is_idempotent_and_changes_nothing(make_apiserver, 
 
     after = server.objects("persistentvolumes") + server.objects("persistentvolumeclaims")
     assert after == before
+
+
+@pytest.fixture
+def spawner_on(make_spawner, tmp_path, monkeypatch):
+    """An NFSUIDSpawner whose KubeSpawner client talks to `server` with the hub's token."""
+    from kubernetes_asyncio.client import Configuration
+    from kubernetes_asyncio.config import kube_config
+    from kubespawner import clients
+
+    default = Configuration.get_default_copy()
+
+    def make(server, config):
+        path = tmp_path / "hub-kubeconfig"
+        server.write_kubeconfig(path, "hub-token", HUB_NAMESPACE)
+        monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
+        clients.load_config.cache_clear()
+        return make_spawner(config | {"namespace": HUB_NAMESPACE, "start_timeout": 3})
+
+    yield make
+    clients.load_config.cache_clear()
+    Configuration.set_default(default)
+
+
+ENSURE_PV = {
+    "nfs_storage": "ensure-pv",
+    "nfs_server": "aixsky.msxf.local",
+    "nfs_export_path": "/hpc",
+}
+
+
+async def test_spawn_ensures_the_pair_before_creating_the_pod(make_apiserver, spawner_on):
+    server = await make_apiserver(hub_cluster_rules=PV_RULES)
+    spawner = spawner_on(server, ENSURE_PV)
+
+    with pytest.raises(TimeoutError):  # no kubelet here: the pod never runs
+        await spawner.start()
+
+    [pv] = server.objects("persistentvolumes")
+    [pod] = server.objects("pods")
+    assert pv["spec"]["nfs"] == {"server": "aixsky.msxf.local", "path": "/hpc"}
+    assert {"name": "nfsuid-share", "persistentVolumeClaim": {"claimName": "hpc-shared-pvc"}} in (
+        pod["spec"]["volumes"]
+    )
+
+
+async def test_spawn_without_the_cluster_role_is_refused_before_any_pod(make_apiserver, spawner_on):
+    server = await make_apiserver()
+    spawner = spawner_on(server, ENSURE_PV)
+
+    with pytest.raises(NFSUIDError, match="may not create PersistentVolume hpc-pv"):
+        await spawner.start()
+
+    assert server.objects("pods") == []
