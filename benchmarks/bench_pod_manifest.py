@@ -81,6 +81,7 @@ async def main(rounds: int) -> None:
         for name, (cls, settings) in cases.items():
             config = Config({"KubeSpawner": common, "NFSUIDSpawner": settings})
             results[name] = await measure(cls, config, rounds)
+        await clients.shared_client("CoreV1Api").api_client.close()
 
     base_time, base_peak = results["KubeSpawner"]
     print(f"get_pod_manifest, median of {rounds} builds, Python {sys.version.split()[0]}")

@@ -100,6 +100,8 @@ async def main(rounds: int) -> None:
                 config = Config({"KubeSpawner": common, "NFSUIDSpawner": settings})
                 results[name] = statistics.median(await spawn_times(cls, config, rounds))
         finally:
+            await KubeSpawner._stop_all_reflectors()
+            await clients.shared_client("CoreV1Api").api_client.close()
             await sandbox.stop()
 
     base = results["KubeSpawner"]
