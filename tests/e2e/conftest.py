@@ -338,3 +338,12 @@ def source_settings(source: str, share: Path) -> dict[str, Any]:
     if source == "hub":
         return {"identity_source": "hub", "hub_share_path": str(share)}
     return {"identity_source": source}
+
+
+@pytest.fixture(scope="module", params=["initcontainer", "hub"])
+def hub(request, sandbox, share, tmp_path_factory) -> Iterator[Hub]:
+    """A hub for each identity source, in turn; modules that need another hub define their own."""
+    with running_hub(
+        sandbox, tmp_path_factory.mktemp("hub"), spawner=source_settings(request.param, share)
+    ) as hub:
+        yield hub

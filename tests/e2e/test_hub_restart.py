@@ -17,19 +17,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from .conftest import OWNERS, Hub, running_hub, source_settings
+from .conftest import OWNERS, Hub
 
 pytestmark = pytest.mark.e2e
 
 USERS = ["alice", "bob"]
-
-
-@pytest.fixture(scope="module", params=["initcontainer", "hub"])
-def hub(request, sandbox, share, tmp_path_factory):
-    with running_hub(
-        sandbox, tmp_path_factory.mktemp("hub"), spawner=source_settings(request.param, share)
-    ) as hub:
-        yield hub
 
 
 async def pod_uids(hub: Hub) -> dict[str, list[str]]:

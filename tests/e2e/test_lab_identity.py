@@ -5,27 +5,18 @@ Every assertion runs for both identity sources, inside the lab, through the lab'
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
 
-from .conftest import OWNERS, running_hub, source_settings
+from .conftest import OWNERS
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module", params=["initcontainer", "hub"])
-def hub(request, sandbox, share, tmp_path_factory):
-    with running_hub(
-        sandbox, tmp_path_factory.mktemp("hub"), spawner=source_settings(request.param, share)
-    ) as hub:
-        yield hub
-
-
 @pytest.fixture(scope="module")
 def alice_lab(hub):
-    import asyncio
-
     asyncio.run(hub.start("alice"))
     return hub
 
