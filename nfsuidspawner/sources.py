@@ -7,8 +7,7 @@ What they find passes through the guard rails in :mod:`nfsuidspawner.identity`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
+import concurrent.futures
 import grp
 import os
 import pwd
@@ -23,35 +22,39 @@ from .identity import Identity, check_ids, check_type
 T = TypeVar("T")
 
 
-async def in_daemon_thread(func: Callable[[], T], timeout: float) -> T:
+# Stats still running, by path: a retry while the server hangs joins the stat in flight
+# instead of leaving one more thread stuck in the kernel.
+_in_flight: dict[str, concurrent.futures.Future] = {}
+
+
+async def in_daemon_thread(key: str, func: Callable[[], T], timeout: float) -> T:
     """Run blocking `func` in a thread of its own and wait at most `timeout` seconds.
 
     A stat on a hung NFS server blocks in the kernel, uninterruptibly. A daemon
     thread (not the loop's executor) may then stay stuck without taking an
-    executor slot from other users or holding up the hub's exit.
+    executor slot from other users or holding up the hub's exit. Calls with the
+    same `key` while one is running share its thread and its result.
     """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
+    future = _in_flight.get(key)
+    if future is None:
+        future = concurrent.futures.Future()
+        future.set_running_or_notify_cancel()
+        _in_flight[key] = future
 
-    def settle(outcome: Callable[[], None]) -> None:
-        if not future.done():
-            outcome()
+        def run() -> None:
+            try:
+                future.set_result(func())
+            except BaseException as e:  # handed to every waiting coroutine
+                future.set_exception(e)
+            finally:
+                _in_flight.pop(key, None)
 
-    def report(outcome: Callable[[], None]) -> None:
-        # The loop may have closed while the stat hung: then nobody is waiting.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(settle, outcome)
-
-    def run() -> None:
-        try:
-            result = func()
-        except BaseException as e:  # handed to the waiting coroutine
-            report(functools.partial(future.set_exception, e))
-        else:
-            report(functools.partial(future.set_result, result))
-
-    threading.Thread(target=run, name="nfsuid-stat", daemon=True).start()
-    return await asyncio.wait_for(future, timeout)
+        threading.Thread(target=run, name="nfsuid-stat", daemon=True).start()
+    waiting = asyncio.wrap_future(future)
+    # An outcome that arrives after every waiter timed out is nobody's error.
+    waiting.add_done_callback(lambda done: done.cancelled() or done.exception())
+    # shield: a waiter that times out must not cancel the stat others wait for.
+    return await asyncio.wait_for(asyncio.shield(waiting), timeout)
 
 
 def _lstat_kind(path: str) -> tuple[str, int, int]:
@@ -75,7 +78,7 @@ async def owner_on_hub_mount(
     hub says what the initContainer would; trouble with the hub's mount names `path`.
     """
     try:
-        kind, uid, gid = await in_daemon_thread(lambda: _lstat_kind(path), timeout)
+        kind, uid, gid = await in_daemon_thread(path, lambda: _lstat_kind(path), timeout)
     except TimeoutError:
         raise NFSUIDError(
             f"nfsuid: user {user}: stat of {path} did not answer within {timeout:g} s."

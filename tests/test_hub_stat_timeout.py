@@ -126,3 +126,16 @@ async def test_hung_stat_leaves_the_default_executor_free(
 
     assert answer == 1
     assert time.monotonic() - started < 0.5
+
+
+async def test_retries_while_the_server_hangs_share_one_stuck_thread(
+    hung_share: str, make_spawner: MakeSpawner
+) -> None:
+    async def attempt() -> None:
+        with pytest.raises(NFSUIDError, match="did not answer within"):
+            await _hub_spawner(make_spawner, hung_share, "bob").get_pod_manifest()
+
+    await attempt()
+    await asyncio.gather(attempt(), attempt())
+
+    assert len(_stat_threads()) == 1
