@@ -107,11 +107,15 @@ def hub_share(tmp_path: Path) -> Path:
     if os.geteuid() != 0:
         pytest.skip("needs root: chowns the stand-in share to the users' uids")
     root = tmp_path / "share"
-    for name, (uid, gid) in SHARE_OWNERS.items():
-        path = root / "home" / name
-        path.mkdir(parents=True, mode=0o700)
-        os.chown(path, uid, gid)
+    make_homes(root / "home", SHARE_OWNERS)
     return root
+
+
+def make_homes(home: Path, owners: dict[str, tuple[int, int]]) -> None:
+    """Under `home`, a 0700 directory per name, owned by its (uid, gid) as on the share."""
+    for name, (uid, gid) in owners.items():
+        (home / name).mkdir(parents=True, mode=0o700)
+        os.chown(home / name, uid, gid)
 
 
 def serialize(obj: Any) -> Any:

@@ -20,6 +20,8 @@ from nfsuidspawner.script import (
     parse_resolved,
 )
 
+from .conftest import make_homes
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: chowns a tree to other uids")
 
 OWNERS = {
@@ -39,10 +41,7 @@ OWNERS = {
 @pytest.fixture
 def share(tmp_path: Path) -> Path:
     home = tmp_path / "home"
-    home.mkdir()
-    for name, (uid, gid) in OWNERS.items():
-        (home / name).mkdir(mode=0o700)
-        os.chown(home / name, uid, gid)
+    make_homes(home, OWNERS)
     (home / "linked").symlink_to(home / "alice")
     (home / "plainfile").write_text("")
     return tmp_path

@@ -28,6 +28,8 @@ import pytest
 
 from nfsuidspawner.sandbox.hub import HubProcess, HubSettings, free_port
 
+from ..conftest import make_homes
+
 REPO = Path(__file__).parent.parent.parent
 PV_PVC = REPO / "helm-values" / "manifests" / "nfs-pv-pvc.yaml"
 NFS_EXPORT = "aixsky.msxf.local:/hpc"
@@ -64,10 +66,7 @@ def share(tmp_path_factory: pytest.TempPathFactory, e2e_precondition: None) -> P
     root = tmp_path_factory.mktemp("e2e")
     root.chmod(0o755)
     export = root / "exports" / "hpc"
-    for name, (uid, gid) in OWNERS.items():
-        home = export / "home" / name
-        home.mkdir(parents=True, mode=0o700)
-        os.chown(home, uid, gid)
+    make_homes(export / "home", OWNERS)
     (export / "datasets").mkdir()
     (export / "datasets" / "shared.csv").write_text("a,b\n1,2\n")
     return export

@@ -70,3 +70,14 @@ async def admin(apiserver: ApiServer, make_client: MakeClient) -> CoreV1Api:
 @pytest.fixture
 async def hub(apiserver: ApiServer, make_client: MakeClient) -> CoreV1Api:
     return await make_client(apiserver, token="hub-token")
+
+
+@pytest.fixture
+async def graceful_server(make_apiserver: MakeServer) -> ApiServer:
+    """A server that deletes pods in two steps, as it does when a kubelet runs."""
+    return await make_apiserver(graceful_pod_deletion=True)
+
+
+@pytest.fixture
+async def graceful_admin(graceful_server: ApiServer, make_client: MakeClient) -> CoreV1Api:
+    return await make_client(graceful_server)

@@ -135,10 +135,9 @@ async def test_delete_without_graceful_deletion_removes_the_pod_at_once(admin: C
 
 
 async def test_watch_streams_added_modified_deleted_after_resource_version(
-    make_apiserver: MakeServer, make_client: MakeClient
+    graceful_admin: CoreV1Api,
 ) -> None:
-    server = await make_apiserver(graceful_pod_deletion=True)
-    admin = await make_client(server)
+    admin = graceful_admin
     await admin.create_namespaced_pod(NS, pod("before"))
     start = (await admin.list_namespaced_pod(NS)).metadata.resource_version
     await admin.create_namespaced_pod(NS, pod("a"))
@@ -335,10 +334,9 @@ async def test_events_always_carry_last_timestamp_and_event_time(
 
 
 async def test_graceful_pod_deletion_marks_the_pod_until_a_zero_grace_delete(
-    make_apiserver: MakeServer, make_client: MakeClient
+    graceful_server: ApiServer, graceful_admin: CoreV1Api
 ) -> None:
-    server = await make_apiserver(graceful_pod_deletion=True)
-    admin = await make_client(server)
+    server, admin = graceful_server, graceful_admin
     await admin.create_namespaced_pod(NS, pod("a"))
     await admin.delete_namespaced_pod(
         "a", NS, grace_period_seconds=30, body=V1DeleteOptions(grace_period_seconds=30)
@@ -494,11 +492,8 @@ async def test_a_kubespawner_pod_manifest_passes_strict_validation(hub: CoreV1Ap
     assert created.spec.containers[0].volume_mounts[-1].sub_path == "home/x"
 
 
-async def test_a_pod_being_deleted_still_takes_status_updates(
-    make_apiserver: MakeServer, make_client: MakeClient
-) -> None:
-    server = await make_apiserver(graceful_pod_deletion=True)
-    admin = await make_client(server)
+async def test_a_pod_being_deleted_still_takes_status_updates(graceful_admin: CoreV1Api) -> None:
+    admin = graceful_admin
     await admin.create_namespaced_pod(NS, pod("a"))
     marked = await admin.delete_namespaced_pod("a", NS, grace_period_seconds=30)
     marked.status.phase = "Succeeded"
