@@ -9,6 +9,7 @@ on whatever a callable identity source returns.
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -77,6 +78,11 @@ REFUSALS: dict[str, tuple[str, str]] = {
         "replace the symlink by the real directory; links are refused so that a lab"
         " can never be pointed at someone else's data",
     ),
+    "unsearchable": (
+        "cannot be searched by the identity check",
+        "let every uid search it (chmod o+x) on the NFS server; the check runs as uid 65534"
+        " (nobody) or as the lab's own uid",
+    ),
     "not_directory": (
         "is not a directory",
         "make it the user's own directory on the NFS server",
@@ -84,7 +90,7 @@ REFUSALS: dict[str, tuple[str, str]] = {
     "root": (
         "is owned by uid 0 (root)",
         "chown it to the user's uid and gid on the NFS server; labs never run as root"
-        " (a kubelet creates a missing subPath as root, so it may have been missing)",
+        " (a kubelet creates a missing subPath as root: an older setup may have made it)",
     ),
     "nobody": (
         "is owned by uid 65534 (nobody)",
@@ -167,12 +173,54 @@ def check_expected_owner(user: str, path: str, owner_uid: int, expected: Identit
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+USERNAME_FIELD = "unescaped_username"
+_TEMPLATE_FIX = (
+    "Fix: end c.NFSUIDSpawner.home_dir_template with the whole path component"
+    " {unescaped_username}, as in 'home/{unescaped_username}'"
+)
+
+
+def check_template(template: str) -> str | None:
+    """Why `template` does not give each user a directory of their own, or None.
+
+    `{unescaped_username}` must appear exactly once, bare (no format spec, conversion,
+    index or attribute), as the last whole path component. A prefix like `home` or
+    `{unescaped_username[0]}` would put several users in one directory. A component after
+    it would be a path inside a directory the user owns, which they could swap for a
+    symlink to someone else's directory between the check and the mount.
+    """
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as e:
+        return f"is not a valid template ({e})"
+    fields = [i for i, (_, name, _, _) in enumerate(parsed) if name is not None]
+    if any(parsed[i][1] != USERNAME_FIELD for i in fields):
+        return "uses a field other than {unescaped_username}"
+    if len(fields) != 1:
+        return "must contain {unescaped_username} exactly once"
+    at = fields[0]
+    _, _, spec, conversion = parsed[at]
+    if spec or conversion:
+        return "formats {unescaped_username} (a format spec or conversion)"
+    prefix = "".join(text for text, *_ in parsed[: at + 1])
+    trailing = "".join(text for text, *_ in parsed[at + 1 :])
+    if (prefix and not prefix.endswith("/")) or trailing:
+        return "does not end with {unescaped_username} as a whole path component"
+    return None
+
+
 def home_dir(template: str, username: str) -> str:
     """The user's directory relative to the share root, from `home_dir_template`.
 
-    The username is checked before it is put into the template, and the result
-    must stay inside the share.
+    The template and the username are checked before one is put into the other, and
+    the result must stay inside the share.
     """
+    problem = check_template(template)
+    if problem:
+        raise NFSUIDError(
+            f"nfsuid: user {username}: home_dir_template {template!r} {problem}, so it does"
+            f" not give each user a directory of their own. {_TEMPLATE_FIX}"
+        )
     problem = None
     if not username:
         problem = "is empty"
@@ -190,15 +238,9 @@ def home_dir(template: str, username: str) -> str:
             f" on the share (home_dir_template {template!r}). Fix: rename the user, or"
             " normalize names in the authenticator"
         )
-    try:
-        relative = template.format(unescaped_username=username)
-    except (KeyError, IndexError, ValueError) as e:
-        raise NFSUIDError(
-            f"nfsuid: user {username}: home_dir_template {template!r} cannot be expanded"
-            f" ({e!r}). Fix: use only the field {{unescaped_username}}"
-        ) from None
+    relative = template.format(unescaped_username=username)
     path = PurePosixPath(relative)
-    if path.is_absolute() or ".." in path.parts or not path.parts:
+    if path.is_absolute() or ".." in path.parts:
         raise NFSUIDError(
             f"nfsuid: user {username}: home_dir_template {template!r} gives {relative!r},"
             " which is not inside the share. Fix: make the template a relative path"

@@ -44,10 +44,19 @@ IDENTITY_ENV = (
 )
 
 RUNTIME_DEFAULT_SECCOMP = {"type": "RuntimeDefault"}
-# What start.sh needs, as root, to rewrite /etc/passwd and switch to NB_UID.
-# Without DAC_OVERRIDE or DAC_READ_SEARCH even this root cannot read a 0700
-# home it does not own, and the final process keeps no capability at all.
-ROOT_SWITCH_CAPABILITIES = ["SETUID", "SETGID", "CHOWN"]
+# What start.sh needs, as root, to rewrite /etc/passwd and switch to NB_UID, and KILL
+# for sudo, which stays on as the lab's root parent and relays SIGTERM to it (the
+# kubelet signals only PID 1). Without DAC_OVERRIDE or DAC_READ_SEARCH even this root
+# cannot read a 0700 home it does not own, and the final process keeps no capability.
+ROOT_SWITCH_CAPABILITIES = ["SETUID", "SETGID", "CHOWN", "KILL"]
+
+# containerd 2.x sets this to 0 in every pod, so that any uid can bind a port below
+# 1024: all an NFS export's `secure` option asks of an AUTH_SYS client, which may then
+# claim any uid. 1024 gives privileged ports back to privileged processes only.
+PORT_SYSCTL = "net.ipv4.ip_unprivileged_port_start"
+PRIVILEGED_PORTS = 1024
+# The pod securityContext fields that decide who the lab is. The spawner owns them.
+IDENTITY_POD_FIELDS = ("runAsUser", "runAsGroup", "runAsNonRoot", "fsGroup", "supplementalGroups")
 
 
 @dataclass(frozen=True)
@@ -156,25 +165,22 @@ def identity_init_container(
 ) -> dict:
     """The initContainer that checks the directory and, without an identity, finds it.
 
-    It mounts only the user's subPath, read-only. Without a known identity it
-    runs as nobody, which is enough to stat a mount point. With one it runs as
-    that user and refuses a directory the user does not own.
+    It mounts the share root read-only and walks the path to the user's directory
+    without following links, before any container mounts that directory: a kubelet
+    follows links in a subPath, and creates a missing subPath on the share. Without
+    a known identity it runs as nobody, which needs only search permission on the way.
+    With one it runs as that user and refuses a directory the user does not own.
     """
     env = {
         "NFSUID_USER": layout.user,
+        "NFSUID_SHARE": "/nfsuid/share",
+        "NFSUID_HOME_DIR": layout.home_dir,
+        "NFSUID_MOUNT_PATH": layout.share_mount_path,
         "NFSUID_PATH": layout.share_path,
-        "NFSUID_DIR": "/nfsuid/dir",
         "NFSUID_MIN_UID": str(min_uid),
         "NFSUID_MIN_GID": str(min_gid),
     }
-    mounts = [
-        {
-            "name": SHARE_VOLUME,
-            "subPath": layout.home_dir,
-            "mountPath": "/nfsuid/dir",
-            "readOnly": True,
-        },
-    ]
+    mounts = [{"name": SHARE_VOLUME, "mountPath": "/nfsuid/share", "readOnly": True}]
     if identity is None:
         env |= {
             "NFSUID_RUN": "/nfsuid/run",
@@ -186,7 +192,9 @@ def identity_init_container(
         env["NFSUID_EXPECT_UID"] = str(identity.uid)
     if layout.home_symlink:
         env["NFSUID_HOME_LINK"] = f"/nfsuid/home/{layout.nb_user}"
-        mounts.append({"name": HOME_VOLUME, "mountPath": "/nfsuid/home"})
+    else:
+        env["NFSUID_HOME_MOUNTPOINT"] = f"/nfsuid/home/{layout.nb_user}"
+    mounts.append({"name": HOME_VOLUME, "mountPath": "/nfsuid/home"})
     security = _hardened(identity or Identity(65534, 65534))
     security["readOnlyRootFilesystem"] = True
     return {
@@ -211,11 +219,13 @@ def lab_volumes(share: dict, identity: Identity | None) -> list[dict]:
 def lab_volume_mounts(layout: Layout, identity: Identity | None) -> list[dict]:
     """The user's directory, /home, the identity hook and the extra read-only mounts.
 
-    Every mount of the share has a subPath: the share root is never in the lab.
+    Every mount of the share has a subPath: the share root is never in the lab. /home
+    holds only what the initContainer made (the link, or the mount point) and is
+    read-only, so that nothing the user writes there outlives their lab.
     """
     user_dir = layout.share_path if layout.home_symlink else layout.home
     mounts = [
-        {"name": HOME_VOLUME, "mountPath": "/home"},
+        {"name": HOME_VOLUME, "mountPath": "/home", "readOnly": True},
         {"name": SHARE_VOLUME, "subPath": layout.home_dir, "mountPath": user_dir},
     ]
     if identity is None:
@@ -247,9 +257,14 @@ def lab_volume_mounts(layout: Layout, identity: Identity | None) -> list[dict]:
 
 
 def lab_env(layout: Layout, identity: Identity | None) -> dict[str, str]:
-    """NB_* for docker-stacks images. Without an identity the start hook exports them."""
+    """NB_* for docker-stacks images. Without an identity the start hook exports them.
+
+    Without an identity the container starts as root, and start.sh's root phase runs
+    image code (hooks, conda) with HOME. /root is the one home the user never writes;
+    start.sh's sudo --set-home gives the lab the user's own.
+    """
     if identity is None:
-        return {}
+        return {"HOME": "/root"}
     return {
         "NB_USER": layout.nb_user,
         "NB_UID": str(identity.uid),
@@ -273,6 +288,66 @@ def lab_security_context(identity: Identity | None) -> dict:
     }
 
 
+def as_dict(obj: Any) -> Any:
+    """A kubernetes_asyncio model, or the mix of models and dicts KubeSpawner builds, as
+    the camelCase dicts the API server receives."""
+    if isinstance(obj, list | tuple):
+        return [as_dict(item) for item in obj]
+    if isinstance(obj, dict):
+        return {key: as_dict(value) for key, value in obj.items()}
+    if hasattr(obj, "openapi_types"):
+        return {
+            obj.attribute_map[attr]: as_dict(value)
+            for attr in obj.openapi_types
+            if (value := getattr(obj, attr)) is not None
+        }
+    return obj
+
+
+def pod_security_context(user: str, admin: dict | None) -> dict:
+    """The admin's pod securityContext, with the identity fields and the port sysctl ours.
+
+    Everything else an admin set survives: other sysctls, seLinuxOptions,
+    appArmorProfile, a Localhost seccompProfile.
+    """
+    merged = {k: v for k, v in (admin or {}).items() if k not in IDENTITY_POD_FIELDS}
+    if (merged.get("seccompProfile") or {}).get("type") != "Localhost":
+        merged["seccompProfile"] = dict(RUNTIME_DEFAULT_SECCOMP)
+    sysctls = [s for s in merged.get("sysctls") or [] if s.get("name") != PORT_SYSCTL]
+    port_start = PRIVILEGED_PORTS
+    for sysctl in merged.get("sysctls") or []:
+        if sysctl.get("name") == PORT_SYSCTL:
+            value = str(sysctl.get("value"))
+            if not value.isdigit() or int(value) < PRIVILEGED_PORTS:
+                raise NFSUIDError(
+                    f"nfsuid: user {user}: the pod securityContext sets {PORT_SYSCTL}={value}"
+                    " (c.KubeSpawner.pod_security_context or extra_pod_config), which lets any"
+                    " uid in the lab bind a port below 1024 and speak NFS as any user. Fix:"
+                    f" remove it, or set it to {PRIVILEGED_PORTS} or more"
+                )
+            port_start = int(value)
+    merged["sysctls"] = [*sysctls, {"name": PORT_SYSCTL, "value": str(port_start)}]
+    return merged
+
+
+def without_bind_service(user: str, name: str, security: dict | None) -> dict:
+    """A container's securityContext that keeps no NET_BIND_SERVICE capability."""
+    security = dict(security or {})
+    capabilities = dict(security.get("capabilities") or {})
+    added = {c.upper().removeprefix("CAP_") for c in capabilities.get("add") or []}
+    if added & {"NET_BIND_SERVICE", "ALL"}:
+        raise NFSUIDError(
+            f"nfsuid: user {user}: container {name!r} of the lab pod adds the"
+            " NET_BIND_SERVICE capability, which can bind a port below 1024 and speak"
+            " NFS as any user. Fix: remove it from the container's securityContext"
+        )
+    dropped = [c.upper().removeprefix("CAP_") for c in capabilities.get("drop") or []]
+    if "ALL" not in dropped and "NET_BIND_SERVICE" not in dropped:
+        capabilities["drop"] = [*(capabilities.get("drop") or []), "NET_BIND_SERVICE"]
+        security["capabilities"] = capabilities
+    return security
+
+
 def forbidden_env(names: list[str]) -> list[str]:
     return [name for name in names if name in IDENTITY_ENV]
 
@@ -286,6 +361,7 @@ class PodParts:
     mounts: list[dict]
     env: dict[str, str]
     security_context: dict
+    restart_policy: str
 
 
 def pod_parts(
@@ -302,6 +378,10 @@ def pod_parts(
         mounts=lab_volume_mounts(layout, identity),
         env=lab_env(layout, identity),
         security_context=lab_security_context(identity),
+        # A lab that starts as root must never start twice in one pod: a restart would
+        # run start.sh's root phase again, next to whatever the user left in the pod's
+        # emptyDirs. The hub sees the server stop, and the next start gets a fresh pod.
+        restart_policy="OnFailure" if identity else "Never",
     )
 
 
@@ -312,13 +392,13 @@ def _notebook(pod: models.V1Pod) -> models.V1Container:
     raise NFSUIDError("nfsuid: the pod has no 'notebook' container to run the lab in")
 
 
-def inject(pod: models.V1Pod, parts: PodParts) -> models.V1Pod:
+def inject(pod: models.V1Pod, parts: PodParts, user: str) -> models.V1Pod:
     """Add `parts` to a KubeSpawner pod, replacing what decides identity.
 
-    The pod's and the notebook container's security contexts are replaced:
-    KubeSpawner's uid, gid, fs_gid and supplemental_gids (and the chart's
-    singleuser.uid) must not decide who the lab runs as. fsGroup has no effect
-    on NFS anyway.
+    The notebook container's security context is replaced, and the pod's loses its
+    identity fields: KubeSpawner's uid, gid, fs_gid and supplemental_gids (and the
+    chart's singleuser.uid) must not decide who the lab runs as. fsGroup has no effect
+    on NFS anyway. No other container keeps NET_BIND_SERVICE.
     """
     spec = pod.spec
     taken = {v.name for v in spec.volumes or []}
@@ -326,18 +406,22 @@ def inject(pod: models.V1Pod, parts: PodParts) -> models.V1Pod:
     if clash:
         raise NFSUIDError(f"nfsuid: the pod already has volumes named {sorted(clash)}")
     spec.volumes = (spec.volumes or []) + [get_k8s_model(models.V1Volume, v) for v in parts.volumes]
+    notebook = _notebook(pod)
+    for container in [*(spec.init_containers or []), *spec.containers]:
+        if container is not notebook:
+            container.security_context = without_bind_service(
+                user, container.name, as_dict(container.security_context)
+            )
     spec.init_containers = [get_k8s_model(models.V1Container, parts.init_container)] + (
         spec.init_containers or []
     )
-    spec.security_context = models.V1PodSecurityContext(
-        seccomp_profile=models.V1SeccompProfile(type="RuntimeDefault")
-    )
+    spec.security_context = pod_security_context(user, as_dict(spec.security_context))
+    spec.restart_policy = parts.restart_policy
 
-    notebook = _notebook(pod)
     notebook.volume_mounts = (notebook.volume_mounts or []) + [
         get_k8s_model(models.V1VolumeMount, m) for m in parts.mounts
     ]
-    env = [e for e in notebook.env or [] if e.name not in parts.env]
+    env = [e for e in notebook.env or [] if as_dict(e)["name"] not in parts.env]
     notebook.env = env + [models.V1EnvVar(name=k, value=v) for k, v in parts.env.items()]
     notebook.security_context = get_k8s_model(models.V1SecurityContext, parts.security_context)
     # start.sh cds into the home as root when started under /home; with

@@ -1,19 +1,26 @@
 """The identity initContainer's shell script, generated from the hub's own refusals.
 
 The script runs in a small image (busybox by default), so it is POSIX sh and
-uses only `stat -c`, `ln`, `mv` and `printf`. It reads its inputs from the
+uses only `stat -c`, `ln`, `mkdir`, `mv` and `printf`. It reads its inputs from the
 environment (see :func:`nfsuidspawner.manifests.identity_init_container`):
 
 NFSUID_USER        the hub username, for messages
-NFSUID_PATH        the directory as the lab sees it, for messages and the home link
-NFSUID_DIR         where the user's subPath is mounted in this container
+NFSUID_SHARE       where the share root is mounted, read-only, in this container
+NFSUID_HOME_DIR    the user's directory relative to the share root (home/alice)
+NFSUID_MOUNT_PATH  where the lab sees the share root, for messages (/data/hpc)
+NFSUID_PATH        the directory as the lab sees it, the home link's target
 NFSUID_MIN_UID, NFSUID_MIN_GID
 NFSUID_EXPECT_UID  set when the uid is already known (hub or callable source):
                    the directory must be owned by it
 NFSUID_RUN         set when the script must write the start hooks there
 NFSUID_NB_USER, NFSUID_NB_GROUP   the account names the hook exports
 NFSUID_HOME_LINK   set to the path of the /home/<user> symlink to create
+NFSUID_HOME_MOUNTPOINT   or to the empty directory the user's directory is mounted on
 NFSUID_TERMINATION_LOG   where Kubernetes reads the failure reason
+
+The script walks the path one component at a time and refuses a link anywhere on it,
+before any container mounts the user's directory: a kubelet follows links in a subPath,
+and creates a missing one on the share.
 
 On a refusal it writes one line, the same one the hub would raise, to the
 termination log and to stderr, and exits 1. On success its termination message
@@ -60,14 +67,24 @@ def identity_script() -> str:
 set -u
 log=${{NFSUID_TERMINATION_LOG:-/dev/termination-log}}
 refuse() {{
-  printf 'nfsuid: user %s: %s %s. Fix: %s\\n' "$NFSUID_USER" "$NFSUID_PATH" "$1" "$2" > "$log"
+  printf 'nfsuid: user %s: %s %s. Fix: %s\\n' "$NFSUID_USER" "$shown" "$1" "$2" > "$log"
   cat "$log" >&2
   exit 1
 }}
-dir=$NFSUID_DIR
-if [ -L "$dir" ]; then {_refuse("symlink")}; fi
-if [ ! -e "$dir" ]; then {_refuse("missing")}; fi
-if [ ! -d "$dir" ]; then {_refuse("not_directory")}; fi
+dir=$NFSUID_SHARE
+shown=${{NFSUID_MOUNT_PATH%/}}
+set -f
+IFS=/
+for part in $NFSUID_HOME_DIR; do
+  if [ ! -x "$dir" ]; then {_refuse("unsearchable")}; fi
+  dir=$dir/$part
+  shown=$shown/$part
+  if [ -L "$dir" ]; then {_refuse("symlink")}; fi
+  if [ ! -e "$dir" ]; then {_refuse("missing")}; fi
+  if [ ! -d "$dir" ]; then {_refuse("not_directory")}; fi
+done
+unset IFS
+set +f
 owner=$(stat -c '%u %g' "$dir") || exit 1
 uid=${{owner% *}}
 gid=${{owner#* }}
@@ -88,6 +105,9 @@ if [ -n "${{NFSUID_RUN:-}}" ]; then
 fi
 if [ -n "${{NFSUID_HOME_LINK:-}}" ]; then
   ln -sfn "$NFSUID_PATH" "$NFSUID_HOME_LINK"
+fi
+if [ -n "${{NFSUID_HOME_MOUNTPOINT:-}}" ]; then
+  mkdir -p "$NFSUID_HOME_MOUNTPOINT"
 fi
 printf 'nfsuid: user %s runs as %s:%s\\n' "$NFSUID_USER" "$uid" "$gid" > "$log"
 cat "$log"

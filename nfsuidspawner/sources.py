@@ -57,28 +57,49 @@ async def in_daemon_thread(key: str, func: Callable[[], T], timeout: float) -> T
     return await asyncio.wait_for(asyncio.shield(waiting), timeout)
 
 
-def _lstat_kind(path: str) -> tuple[str, int, int]:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return "missing", -1, -1
-    if stat.S_ISLNK(st.st_mode):
-        return "symlink", st.st_uid, st.st_gid
-    if stat.S_ISDIR(st.st_mode):
-        return "directory", st.st_uid, st.st_gid
-    return "other", st.st_uid, st.st_gid
+def _walk(root: str, relative: str) -> tuple[int, str, int, int]:
+    """Walk `relative` below `root` one component at a time, following no link.
+
+    Returns how many components were walked, what the last one walked is ("missing",
+    "symlink", "directory" or "other") and its owner. A link or a non-directory stops the
+    walk: whatever it points at is never looked at.
+    """
+    path = root
+    parts = relative.split("/")
+    for depth, part in enumerate(parts, start=1):
+        path = os.path.join(path, part)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return depth, "missing", -1, -1
+        if stat.S_ISLNK(st.st_mode):
+            return depth, "symlink", st.st_uid, st.st_gid
+        if not stat.S_ISDIR(st.st_mode):
+            return depth, "other", st.st_uid, st.st_gid
+    return len(parts), "directory", st.st_uid, st.st_gid
 
 
 async def owner_on_hub_mount(
-    user: str, path: str, shown_path: str, timeout: float, min_uid: int, min_gid: int
+    user: str,
+    hub_root: str,
+    home_dir: str,
+    shown_root: str,
+    timeout: float,
+    min_uid: int,
+    min_gid: int,
 ) -> Identity:
-    """The owner of `path` on the hub's read-only mount of the share.
+    """The owner of `home_dir` below `hub_root`, the hub's read-only mount of the share.
 
-    A refusal names `shown_path`, the directory as labs and users know it, so that the
-    hub says what the initContainer would; trouble with the hub's mount names `path`.
+    Every component of the path is walked without following links, so a link anywhere
+    on the way (an alias such as home/asmith -> bob) is refused. A refusal names the
+    path below `shown_root`, as labs and users know it, so that the hub says what the
+    initContainer would; trouble with the hub's mount names the hub's path.
     """
+    path = f"{hub_root.rstrip('/')}/{home_dir}"
     try:
-        kind, uid, gid = await in_daemon_thread(path, lambda: _lstat_kind(path), timeout)
+        depth, kind, uid, gid = await in_daemon_thread(
+            path, lambda: _walk(hub_root, home_dir), timeout
+        )
     except TimeoutError:
         raise NFSUIDError(
             f"nfsuid: user {user}: stat of {path} did not answer within {timeout:g} s."
@@ -90,8 +111,9 @@ async def owner_on_hub_mount(
             f"nfsuid: user {user}: cannot stat {path} on the hub: {e.strerror}."
             " Fix: mount the share read-only in the hub at c.NFSUIDSpawner.hub_share_path"
         ) from None
-    check_type(user, shown_path, kind)
-    return check_ids(user, shown_path, uid, gid, min_uid, min_gid)
+    shown = "/".join([shown_root.rstrip("/"), *home_dir.split("/")[:depth]])
+    check_type(user, shown, kind)
+    return check_ids(user, shown, uid, gid, min_uid, min_gid)
 
 
 def nss_identity(spawner: Any) -> Identity:

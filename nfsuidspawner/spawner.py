@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 from typing import Any
 
 from jupyterhub.utils import maybe_future
 from kubespawner import KubeSpawner
-from traitlets import Bool, Callable, Dict, Enum, Float, Integer, List, Unicode, Union, validate
+from traitlets import (
+    Bool,
+    Callable,
+    Dict,
+    Enum,
+    Float,
+    Integer,
+    List,
+    Unicode,
+    Union,
+    default,
+    validate,
+)
 
-from . import manifests, status
+from . import manifests, podcheck, status
 from .errors import NFSUIDError
 from .identity import (
     IMAGE_ACCOUNT_NAMES,
@@ -22,6 +35,9 @@ from .identity import (
 )
 from .sources import owner_on_hub_mount
 from .storage import ensure_share
+
+# What a lab of the initcontainer source runs as root, before start.sh switches users.
+ADMIN_ONLY = ("image", "cmd", "args", "lifecycle_hooks", "extra_container_config")
 
 
 class NFSUIDSpawner(KubeSpawner):
@@ -46,7 +62,8 @@ class NFSUIDSpawner(KubeSpawner):
           :attr:`nfs_export_path`. It needs no PV, no PVC and no cluster-wide permission,
           but Kubernetes gives inline NFS volumes no mount options.
         - ``ensure-pv``: the spawner creates the PersistentVolume :attr:`nfs_pv_name` and the
-          claim :attr:`nfs_pvc_name` when they do not exist (a 409 means they do). A
+          claim :attr:`nfs_pvc_name` when they do not exist. When they exist (a 409), their NFS
+          server, path, claimRef and volumeName must be the ones it would create. A
           PersistentVolume is cluster-scoped, and the Zero-to-JupyterHub hub Role does not
           grant it: this way needs a ClusterRole (see helm-values/manifests/ensure-pv-rbac.yaml).
           Existing objects are never changed or deleted.
@@ -105,7 +122,10 @@ class NFSUIDSpawner(KubeSpawner):
         help="""
         The user's directory, relative to the share root. ``{unescaped_username}`` is the hub
         username as it is; names with ``/``, ``..``, control characters or a leading ``-`` are
-        refused, and the result must stay inside the share.
+        refused, and the result must stay inside the share. The field must appear exactly
+        once, bare (no format spec, conversion or index), as the last whole path component:
+        anything else would give two users one directory, or put the lab's directory inside
+        one the user owns, where they could swap it for a link between check and mount.
         """,
     )
     home_symlink = Bool(
@@ -144,9 +164,10 @@ class NFSUIDSpawner(KubeSpawner):
         help="""
         Where the lab's uid and gid come from.
 
-        - ``initcontainer``: an initContainer mounts only the user's directory, reads its
+        - ``initcontainer``: an initContainer mounts the share root read-only, walks the path
+          to the user's directory without following links, reads its
           owner with ``stat`` and checks it. The lab container starts as root with every
-          capability dropped but SETUID, SETGID and CHOWN, no privilege escalation and seccomp
+          capability dropped but SETUID, SETGID, CHOWN and KILL, no privilege escalation and seccomp
           RuntimeDefault; the image's start.sh then switches to the owner (Jupyter
           docker-stacks images). The hub needs no access to the share.
         - ``hub``: the hub stats the directory on its own read-only mount of the share
@@ -195,7 +216,7 @@ class NFSUIDSpawner(KubeSpawner):
     init_image = Unicode(
         "docker.io/library/busybox:1.37",
         config=True,
-        help="The image of the identity initContainer. It needs ``sh``, ``stat -c``, ``ln``, ``mv`` and ``cat``.",
+        help="The image of the identity initContainer. It needs ``sh``, ``stat -c``, ``ln``, ``mkdir``, ``mv`` and ``cat``.",
     )
     image_account_names = List(
         Unicode(),
@@ -207,12 +228,36 @@ class NFSUIDSpawner(KubeSpawner):
         join the sudo group.
         """,
     )
+    allowed_images = List(
+        Unicode(),
+        config=True,
+        help="""
+        The images a lab of the ``initcontainer`` source may run, as shell-style patterns
+        (``quay.io/jupyter/*-notebook:2025-12-31``). Such a lab starts as root, and its image's
+        start.sh and hooks run as that root before the switch to the user, so an image that
+        a user typed (a profile option's ``unlisted_choice``, or ``apply_user_options``) runs
+        only if it matches. By default: the images named in the config itself, ``image``
+        and the literal ``image`` overrides of ``profile_list`` and its listed choices (not a
+        callable ``profile_list``). In that source a command, args or lifecycle hook that
+        came from user input is always refused. The ``hub`` source and callables start the
+        lab as the user, so any image may run there.
+        """,
+    )
+
+    @default("allowed_images")
+    def _default_allowed_images(self) -> list[str]:
+        images = [self._configured["image"]]
+        if isinstance(self.profile_list, list):
+            images += podcheck.profile_images(self.profile_list)
+        return list(dict.fromkeys(images))
+
     unsafe_allow_identity_overrides = Bool(
         False,
         config=True,
         help="""
         UNSAFE. Let admin config, profiles and user options set NB_USER, NB_UID, NB_GID,
-        NB_GROUP, GRANT_SUDO, CHOWN_HOME(_OPTS) or CHOWN_EXTRA(_OPTS) in the lab's environment.
+        NB_GROUP, GRANT_SUDO, CHOWN_HOME(_OPTS) or CHOWN_EXTRA(_OPTS) in the lab's environment,
+        or give the lab container ``envFrom`` (which could set any of them unseen).
         By default any of them fails the spawn with an error naming it. GRANT_SUDO=yes gives
         the user root, and root can read every home even under root_squash; CHOWN_HOME on a
         shared NFS home changes ownership on the share. The spawner's own NB_* values still
@@ -223,6 +268,30 @@ class NFSUIDSpawner(KubeSpawner):
     # --- Glue ---------------------------------------------------------------------------
 
     identity: Identity | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The admin's own values, before any profile or user option touches the traits.
+        self._configured = {name: copy.deepcopy(getattr(self, name)) for name in ADMIN_ONLY}
+        self._from_user: dict[str, str] = {}
+
+    async def _run_apply_user_options(self, user_options: dict) -> None:
+        # JupyterHub (5.3+) applies user_options here, just before start(): note which of
+        # the settings a root-phase lab runs it changes.
+        self._from_user = {}
+        before = {name: copy.deepcopy(getattr(self, name)) for name in ADMIN_ONLY}
+        await super()._run_apply_user_options(user_options)
+        for name in ADMIN_ONLY:
+            if getattr(self, name) != before[name]:
+                self._from_user[name] = "c.Spawner.apply_user_options"
+
+    def _load_profile(self, slug: str | None, profile_list: list) -> None:
+        # KubeSpawner formats a free-form unlisted_choice into its option's overrides here.
+        profile = self._get_profile(slug, profile_list)
+        for name in podcheck.unlisted_overrides(profile, self.user_options):
+            if name in ADMIN_ONLY:
+                self._from_user[name] = f"an unlisted_choice of profile {profile.get('slug')!r}"
+        super()._load_profile(slug, profile_list)
 
     def _layout(self) -> manifests.Layout:
         name = self.user.name
@@ -253,11 +322,11 @@ class NFSUIDSpawner(KubeSpawner):
         source = self.identity_source
         if source == "initcontainer":
             return None
-        hub_path = f"{self.hub_share_path.rstrip('/')}/{layout.home_dir}"
         args = (
             layout.user,
-            hub_path,
-            layout.share_path,
+            self.hub_share_path,
+            layout.home_dir,
+            layout.share_mount_path,
             self.identity_timeout,
             self.min_uid,
             self.min_gid,
@@ -278,20 +347,6 @@ class NFSUIDSpawner(KubeSpawner):
             check_expected_owner(layout.user, layout.share_path, owner.uid, identity)
         return identity
 
-    def _check_env(self, pod: Any, user: str) -> None:
-        if self.unsafe_allow_identity_overrides:
-            return
-        for container in pod.spec.containers:
-            names = [e.name for e in container.env or []]
-            for name in manifests.forbidden_env(names):
-                raise NFSUIDError(
-                    f"nfsuid: user {user}: the environment sets {name} (from"
-                    " c.KubeSpawner.environment, a profile's kubespawner_override or user"
-                    " options), but nfsuidspawner owns the lab's identity. Fix: remove"
-                    f" {name}, or accept the risk with"
-                    " c.NFSUIDSpawner.unsafe_allow_identity_overrides = True"
-                )
-
     def get_args(self) -> list[str]:
         args = super().get_args()
         if not self.notebook_dir:
@@ -302,8 +357,19 @@ class NFSUIDSpawner(KubeSpawner):
     async def get_pod_manifest(self) -> Any:
         layout = self._layout()
         identity = await self._known_identity(layout)
+        if identity is None:
+            podcheck.check_admin_choices(
+                layout.user, self.image, self.allowed_images, self._from_user
+            )
         pod = await super().get_pod_manifest()
-        self._check_env(pod, layout.user)
+        # What config, profiles and user options made, before the spawner adds its own.
+        theirs = manifests.as_dict(pod)
+        podcheck.check_share_aliases(
+            theirs, layout.user, self.nfs_pvc_name, self.nfs_server, self.nfs_export_path
+        )
+        podcheck.check_env(theirs, layout.user, self.unsafe_allow_identity_overrides)
+        if identity is None:
+            podcheck.check_root_phase(theirs, layout.user, ["/home", self.share_mount_path])
         share = manifests.share_volume(
             self.nfs_storage, self.nfs_server, self.nfs_export_path, self.nfs_pvc_name
         )
@@ -311,7 +377,7 @@ class NFSUIDSpawner(KubeSpawner):
             layout, share, identity, self.init_image, self.min_uid, self.min_gid
         )
         self.identity = identity
-        return manifests.inject(pod, parts)
+        return manifests.inject(pod, parts, layout.user)
 
     def start(self) -> asyncio.Future:
         return asyncio.ensure_future(self._start_checked())

@@ -13,7 +13,7 @@ from kubernetes_asyncio.config import kube_config
 from kubespawner import clients
 from traitlets.config import Config
 
-from nfsuidspawner import NFSUIDSpawner
+from nfsuidspawner import Identity, NFSUIDSpawner
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -116,6 +116,65 @@ def make_homes(home: Path, owners: dict[str, tuple[int, int]]) -> None:
     for name, (uid, gid) in owners.items():
         (home / name).mkdir(parents=True, mode=0o700)
         os.chown(home / name, uid, gid)
+
+
+# Spawner settings for each way the share reaches the pod.
+STORAGE = {
+    "existing-pvc": {"nfs_storage": "existing-pvc"},
+    "inline": {
+        "nfs_storage": "inline",
+        "nfs_server": "aixsky.msxf.local",
+        "nfs_export_path": "/hpc",
+    },
+    "ensure-pv": {
+        "nfs_storage": "ensure-pv",
+        "nfs_server": "aixsky.msxf.local",
+        "nfs_export_path": "/hpc",
+    },
+}
+
+
+def callable_source(spawner: Any) -> Identity:
+    return Identity(*SHARE_OWNERS[spawner.user.name])
+
+
+async def async_callable_source(spawner: Any) -> Identity:
+    return callable_source(spawner)
+
+
+SOURCES = ["initcontainer", "hub", "callable", "async-callable"]
+
+
+def source_config(source: str, hub_share: Path | None) -> dict[str, Any]:
+    if source == "hub":
+        return {"identity_source": "hub", "hub_share_path": str(hub_share)}
+    if source == "callable":
+        return {"identity_source": callable_source}
+    if source == "async-callable":
+        return {"identity_source": async_callable_source}
+    return {"identity_source": "initcontainer"}
+
+
+@pytest.fixture
+def build_pod(make_spawner, hub_share):
+    """Build the pod for an identity source and storage way, as a camelCase dict."""
+
+    async def build(
+        source: str, storage: str = "existing-pvc", username: str = "alice", **extra: Any
+    ) -> dict[str, Any]:
+        config = source_config(source, hub_share) | STORAGE[storage] | extra
+        spawner = make_spawner(config, username=username)
+        return serialize(await spawner.get_pod_manifest())
+
+    return build
+
+
+def notebook(pod: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in pod["spec"]["containers"] if c["name"] == "notebook")
+
+
+def env_of(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in container.get("env") or []}
 
 
 def serialize(obj: Any) -> Any:

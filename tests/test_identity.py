@@ -40,15 +40,47 @@ def test_home_dir_refuses_names_that_could_leave_the_directory(name: str, proble
         home_dir(TEMPLATE, name)
 
 
-@pytest.mark.parametrize("template", ["/home/{unescaped_username}", "../{unescaped_username}", ""])
+@pytest.mark.parametrize("template", ["/home/{unescaped_username}", "../{unescaped_username}"])
 def test_home_dir_template_must_stay_inside_the_share(template: str) -> None:
     with pytest.raises(NFSUIDError, match="which is not inside the share"):
         home_dir(template, "alice")
 
 
 def test_home_dir_template_with_an_unknown_field_names_the_fix() -> None:
-    with pytest.raises(NFSUIDError, match=r"use only the field \{unescaped_username\}"):
+    with pytest.raises(NFSUIDError, match=r"uses a field other than \{unescaped_username\}"):
         home_dir("home/{username}", "alice")
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "",
+        "home",
+        "home/{unescaped_username[0]}",
+        "home/{unescaped_username:.3}",
+        "{unescaped_username!s}",
+        "home/x{unescaped_username}",
+        "home/{unescaped_username}-lab",
+        "{unescaped_username}/{unescaped_username}",
+    ],
+    ids=["empty", "no-name", "index", "format-spec", "conversion", "prefix", "suffix", "twice"],
+)
+def test_a_template_that_merges_users_is_refused(template: str) -> None:
+    """Each of these would give two users one directory (alice and alex share "a", "ali")."""
+    with pytest.raises(NFSUIDError, match="does not give each user a directory of their own"):
+        home_dir(template, "alice")
+
+
+def test_a_template_through_the_users_own_directory_is_refused() -> None:
+    """home/alice/jupyter: alice could swap 'jupyter' for a link to bob's directory between
+    the check and the mount."""
+    with pytest.raises(NFSUIDError, match="as a whole path component"):
+        home_dir("home/{unescaped_username}/jupyter", "alice")
+
+
+@pytest.mark.parametrize("template", ["{unescaped_username}", "a/b/{unescaped_username}"])
+def test_the_name_as_the_last_whole_component_is_accepted(template: str) -> None:
+    assert home_dir(template, "alice").endswith("alice")
 
 
 @pytest.mark.parametrize(

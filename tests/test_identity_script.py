@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -40,38 +41,61 @@ OWNERS = {
 
 @pytest.fixture
 def share(tmp_path: Path) -> Path:
-    home = tmp_path / "home"
+    """The share root: home/<name> for OWNERS, an alias link, a file, and a linked parent."""
+    root = tmp_path / "share"
+    home = root / "home"
     make_homes(home, OWNERS)
     (home / "linked").symlink_to(home / "alice")
+    (home / "asmith").symlink_to("bob")  # an alias after a rename, as HPC sites keep them
+    make_homes(home, {"bob": (2002, 3002)})
     (home / "plainfile").write_text("")
-    return tmp_path
+    (root / "homes").symlink_to("home")
+    (root / "locked").mkdir(mode=0o700)
+    make_homes(root / "locked", {"carol": (2003, 3003)})
+    return root
 
 
-def run_script(share: Path, name: str, tmp_path: Path, **extra: str) -> subprocess.CompletedProcess:
+def script_env(share: Path, name: str, home_dir: str | None = None) -> dict[str, str]:
+    """The environment the initContainer gets, with the share root mounted at `share`."""
+    home_dir = home_dir or f"home/{name}"
+    return {
+        "PATH": os.environ["PATH"],
+        "NFSUID_USER": name,
+        "NFSUID_SHARE": str(share),
+        "NFSUID_HOME_DIR": home_dir,
+        "NFSUID_MOUNT_PATH": "/data/hpc",
+        "NFSUID_PATH": f"/data/hpc/{home_dir}",
+        "NFSUID_MIN_UID": "1000",
+        "NFSUID_MIN_GID": "1000",
+    }
+
+
+def run_script(
+    share: Path, name: str, tmp_path: Path, as_uid: int | None = None, **extra: str
+) -> subprocess.CompletedProcess:
     run = tmp_path / "run"
     homes = tmp_path / "homes"
     run.mkdir(exist_ok=True)
     homes.mkdir(exist_ok=True)
-    env = {
-        "PATH": os.environ["PATH"],
-        "NFSUID_USER": name,
-        "NFSUID_PATH": f"/data/hpc/home/{name}",
-        "NFSUID_DIR": str(share / "home" / name),
-        "NFSUID_MIN_UID": "1000",
-        "NFSUID_MIN_GID": "1000",
-        "NFSUID_RUN": str(run),
-        "NFSUID_NB_USER": name.lower(),
-        "NFSUID_NB_GROUP": name.lower(),
-        "NFSUID_HOME_LINK": str(homes / name.lower()),
-        "NFSUID_TERMINATION_LOG": str(tmp_path / "termination-log"),
-    } | extra
-    return subprocess.run(
-        ["bash", "-c", identity_script()], env=env, capture_output=True, text=True, timeout=30
+    env = (
+        script_env(share, name)
+        | {
+            "NFSUID_RUN": str(run),
+            "NFSUID_NB_USER": name.lower(),
+            "NFSUID_NB_GROUP": name.lower(),
+            "NFSUID_HOME_LINK": str(homes / name.lower()),
+            "NFSUID_TERMINATION_LOG": str(tmp_path / "termination-log"),
+        }
+        | extra
     )
+    command = ["bash", "-c", identity_script()]
+    if as_uid is not None:
+        command = ["setpriv", f"--reuid={as_uid}", f"--regid={as_uid}", "--clear-groups", *command]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
 
 
-def expected_refusal(name: str, reason: str, **fields: int) -> str:
-    return str(refusal(name, f"/data/hpc/home/{name}", reason, **fields))
+def expected_refusal(name: str, reason: str, path: str | None = None, **fields: int) -> str:
+    return str(refusal(name, path or f"/data/hpc/home/{name}", reason, **fields))
 
 
 @pytest.mark.parametrize("name", ["alice", "a.b", "Alice.Smith", "qiang.guo03"])
@@ -152,18 +176,50 @@ def test_script_is_posix_sh(share: Path, tmp_path: Path) -> None:
     dash = Path("/bin/dash")
     if not dash.exists():
         pytest.skip("needs /bin/dash")
-    env = {
-        "NFSUID_USER": "alice",
-        "NFSUID_PATH": "/data/hpc/home/alice",
-        "NFSUID_DIR": str(share / "home" / "alice"),
-        "NFSUID_MIN_UID": "1000",
-        "NFSUID_MIN_GID": "1000",
-        "NFSUID_TERMINATION_LOG": str(tmp_path / "log"),
-        "PATH": os.environ["PATH"],
-    }
+    env = script_env(share, "alice") | {"NFSUID_TERMINATION_LOG": str(tmp_path / "log")}
     result = subprocess.run(
         [str(dash), "-c", identity_script()], env=env, capture_output=True, text=True, timeout=30
     )
 
     assert result.returncode == 0, result.stderr
     assert parse_resolved(result.stdout) == (2001, 3001)
+
+
+def test_an_alias_link_to_another_users_directory_is_refused(share: Path, tmp_path: Path) -> None:
+    """home/asmith -> bob: the kubelet would follow it and mount bob's directory for asmith."""
+    result = run_script(share, "asmith", tmp_path)
+
+    assert result.returncode == 1
+    assert result.stderr.strip() == expected_refusal("asmith", "symlink")
+    assert not (tmp_path / "run" / HOOK_NAME).exists()
+
+
+def test_a_link_in_a_parent_component_is_refused_naming_it(share: Path, tmp_path: Path) -> None:
+    result = run_script(share, "alice", tmp_path, **script_env(share, "alice", "homes/alice"))
+
+    assert result.returncode == 1
+    assert result.stderr.strip() == expected_refusal("alice", "symlink", "/data/hpc/homes")
+
+
+def test_a_parent_nobody_cannot_search_is_refused_not_called_missing() -> None:
+    with tempfile.TemporaryDirectory() as top:  # pytest's tmp_path is closed to nobody
+        top = Path(top)
+        top.chmod(0o755)
+        (top / "share" / "locked").mkdir(parents=True, mode=0o700)
+        (top / "share").chmod(0o755)
+        (top / "termination-log").touch()
+        (top / "termination-log").chmod(0o666)
+        env = script_env(top / "share", "carol", "locked/carol")
+        result = run_script(top / "share", "carol", top, as_uid=65534, **env)
+
+    assert result.returncode == 1
+    assert result.stderr.strip() == expected_refusal("carol", "unsearchable", "/data/hpc/locked")
+
+
+def test_the_check_reads_the_share_and_writes_nothing_there(share: Path, tmp_path: Path) -> None:
+    before = sorted((p, p.lstat().st_mtime_ns) for p in share.rglob("*"))
+
+    for name in ("missing", "asmith", "alice"):
+        run_script(share, name, tmp_path)
+
+    assert sorted((p, p.lstat().st_mtime_ns) for p in share.rglob("*")) == before

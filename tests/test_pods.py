@@ -7,8 +7,6 @@ pods are built from config and checked as data.
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
-from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -17,66 +15,10 @@ from nfsuidspawner import Identity, NFSUIDError, manifests
 from nfsuidspawner.manifests import SHARE_VOLUME
 
 from . import pss
-from .conftest import SHARE_OWNERS, serialize
+from .conftest import SOURCES, STORAGE, env_of, notebook, serialize, source_config
 
 KUBERNETES_VERSIONS = ["1.29", "1.37"]
 USERNAMES = ["qiang.guo03", "Alice.Smith", "o'neil"]
-STORAGE = {
-    "existing-pvc": {"nfs_storage": "existing-pvc"},
-    "inline": {
-        "nfs_storage": "inline",
-        "nfs_server": "aixsky.msxf.local",
-        "nfs_export_path": "/hpc",
-    },
-    "ensure-pv": {
-        "nfs_storage": "ensure-pv",
-        "nfs_server": "aixsky.msxf.local",
-        "nfs_export_path": "/hpc",
-    },
-}
-
-
-def callable_source(spawner: Any) -> Identity:
-    return Identity(*SHARE_OWNERS[spawner.user.name])
-
-
-async def async_callable_source(spawner: Any) -> Identity:
-    return callable_source(spawner)
-
-
-SOURCES = ["initcontainer", "hub", "callable", "async-callable"]
-
-
-def source_config(source: str, hub_share: Path | None) -> dict[str, Any]:
-    if source == "hub":
-        return {"identity_source": "hub", "hub_share_path": str(hub_share)}
-    if source == "callable":
-        return {"identity_source": callable_source}
-    if source == "async-callable":
-        return {"identity_source": async_callable_source}
-    return {"identity_source": "initcontainer"}
-
-
-@pytest.fixture
-def build_pod(make_spawner, hub_share):
-    async def build(
-        source: str, storage: str = "existing-pvc", username: str = "alice", **extra: Any
-    ) -> dict[str, Any]:
-        config = source_config(source, hub_share) | STORAGE[storage] | extra
-        spawner = make_spawner(config, username=username)
-        return serialize(await spawner.get_pod_manifest())
-
-    return build
-
-
-def notebook(pod: dict[str, Any]) -> dict[str, Any]:
-    return next(c for c in pod["spec"]["containers"] if c["name"] == "notebook")
-
-
-def env_of(container: dict[str, Any]) -> dict[str, str]:
-    return {e["name"]: e.get("value") for e in container.get("env") or []}
-
-
 MATRIX = list(itertools.product(SOURCES, STORAGE, USERNAMES))
 
 
@@ -193,7 +135,7 @@ async def test_initcontainer_source_starts_as_root_that_can_only_switch(build_po
     lab = notebook(pod)["securityContext"]
     assert lab["runAsUser"] == 0
     assert lab["allowPrivilegeEscalation"] is False
-    assert lab["capabilities"] == {"drop": ["ALL"], "add": ["SETUID", "SETGID", "CHOWN"]}
+    assert lab["capabilities"] == {"drop": ["ALL"], "add": ["SETUID", "SETGID", "CHOWN", "KILL"]}
     assert lab["seccompProfile"] == {"type": "RuntimeDefault"}
     assert notebook(pod)["workingDir"] == "/"
     assert not any(k.startswith("NB_") for k in env_of(notebook(pod)))
@@ -207,12 +149,7 @@ async def test_identity_init_container_never_runs_as_root(build_pod) -> None:
     assert init["securityContext"]["runAsNonRoot"] is True
     assert init["securityContext"]["readOnlyRootFilesystem"] is True
     assert [m for m in init["volumeMounts"] if m["name"] == SHARE_VOLUME] == [
-        {
-            "name": SHARE_VOLUME,
-            "subPath": "home/alice",
-            "mountPath": "/nfsuid/dir",
-            "readOnly": True,
-        }
+        {"name": SHARE_VOLUME, "mountPath": "/nfsuid/share", "readOnly": True}
     ]
 
 
@@ -239,7 +176,7 @@ async def test_initcontainer_pods_are_not_restricted(build_pod) -> None:
     assert pss.restricted(await build_pod("initcontainer")) == [
         "container notebook does not run with runAsNonRoot true",
         "container notebook runAsUser is 0",
-        "container notebook adds capabilities ['CHOWN', 'SETGID', 'SETUID']",
+        "container notebook adds capabilities ['CHOWN', 'KILL', 'SETGID', 'SETUID']",
     ]
 
 
@@ -247,7 +184,10 @@ async def test_chart_uid_and_fs_gid_do_not_decide_identity(build_pod) -> None:
     pod = await build_pod("hub", uid=1000, gid=100, fs_gid=100, supplemental_gids=[100])
 
     assert notebook(pod)["securityContext"]["runAsUser"] == 2001
-    assert pod["spec"]["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
+    assert pod["spec"]["securityContext"] == {
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "1024"}],
+    }
 
 
 @pytest.mark.parametrize("name", ["NB_UID", "NB_USER", "GRANT_SUDO", "CHOWN_HOME", "CHOWN_EXTRA"])

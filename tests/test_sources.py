@@ -10,18 +10,18 @@ from nfsuidspawner import Identity, NFSUIDError
 from nfsuidspawner.sources import nss_identity, owner_on_hub_mount
 
 
-async def test_hub_mount_gives_the_owner(hub_share: Path) -> None:
-    path = str(hub_share / "home" / "alice")
-    identity = await owner_on_hub_mount("alice", path, "/data/hpc/home/alice", 5, 1000, 1000)
+async def owner(hub_share: Path, user: str, home_dir: str | None = None) -> Identity:
+    home_dir = home_dir or f"home/{user}"
+    return await owner_on_hub_mount(user, str(hub_share), home_dir, "/data/hpc", 5, 1000, 1000)
 
-    assert identity == Identity(2001, 3001)
+
+async def test_hub_mount_gives_the_owner(hub_share: Path) -> None:
+    assert await owner(hub_share, "alice") == Identity(2001, 3001)
 
 
 async def test_missing_directory_is_refused_naming_the_path_users_know(hub_share: Path) -> None:
-    path = hub_share / "home" / "ghost"
-
     with pytest.raises(NFSUIDError) as refused:
-        await owner_on_hub_mount("ghost", str(path), "/data/hpc/home/ghost", 5, 1000, 1000)
+        await owner(hub_share, "ghost")
 
     assert str(refused.value) == (
         "nfsuid: user ghost: /data/hpc/home/ghost does not exist. Fix: create it on the NFS server,"
@@ -35,12 +35,34 @@ async def test_stat_error_on_the_hub_names_the_mount_to_fix(tmp_path: Path) -> N
     path = not_a_directory / "home" / "alice"
 
     with pytest.raises(NFSUIDError) as refused:
-        await owner_on_hub_mount("alice", str(path), "/data/hpc/home/alice", 5, 1000, 1000)
+        await owner(not_a_directory, "alice")
 
     assert str(refused.value) == (
         f"nfsuid: user alice: cannot stat {path} on the hub: Not a directory."
         " Fix: mount the share read-only in the hub at c.NFSUIDSpawner.hub_share_path"
     )
+
+
+async def test_an_alias_link_to_another_users_directory_is_refused(hub_share: Path) -> None:
+    (hub_share / "home" / "asmith").symlink_to("bob")
+
+    with pytest.raises(NFSUIDError, match=r"/data/hpc/home/asmith is a symlink"):
+        await owner(hub_share, "asmith")
+
+
+async def test_a_link_in_a_parent_component_is_refused_naming_it(hub_share: Path) -> None:
+    """Only the last component was looked at before: homes -> home passed as a directory."""
+    (hub_share / "homes").symlink_to("home")
+
+    with pytest.raises(NFSUIDError, match=r"user alice: /data/hpc/homes is a symlink"):
+        await owner(hub_share, "alice", "homes/alice")
+
+
+async def test_a_file_in_a_parent_component_is_not_a_directory(hub_share: Path) -> None:
+    (hub_share / "plain").write_text("")
+
+    with pytest.raises(NFSUIDError, match=r"/data/hpc/plain is not a directory"):
+        await owner(hub_share, "alice", "plain/alice")
 
 
 class _Spawner:

@@ -64,6 +64,54 @@ async def test_ensuring_twice_is_idempotent_and_changes_nothing(make_apiserver, 
     assert after == before
 
 
+LEFTOVER_PV = manifests.persistent_volume(
+    "hpc-pv", "old-filer.local", "/scratch", [], "1Ti", HUB_NAMESPACE, "hpc-shared-pvc"
+)
+FOREIGN_CLAIM_PV = manifests.persistent_volume(
+    "hpc-pv", "aixsky.msxf.local", "/hpc", [], "1Ti", "other-team", "their-claim"
+)
+
+
+@pytest.mark.parametrize(
+    ("existing", "differ"),
+    [
+        (LEFTOVER_PV, "nfs.server 'old-filer.local' (wanted 'aixsky.msxf.local')"),
+        (FOREIGN_CLAIM_PV, "claimRef 'other-team/their-claim' (wanted 'jupyter-system/hpc"),
+    ],
+    ids=["other-export", "other-claim"],
+)
+async def test_an_existing_pv_that_differs_is_refused_naming_both(
+    make_apiserver, make_client, existing, differ
+) -> None:
+    """A 409 used to count as success, so a leftover PV for another export was mounted."""
+    server = await make_apiserver(hub_cluster_rules=PV_RULES)
+    await (await make_client(server)).create_persistent_volume(body=existing)
+    hub = await make_client(server, token="hub-token")
+
+    with pytest.raises(NFSUIDError) as refused:
+        await ensure_share(hub, PV, PVC)
+
+    assert str(refused.value).startswith(
+        "nfsuid: the existing PersistentVolume hpc-pv is not the one nfs_storage 'ensure-pv'"
+    )
+    assert differ in str(refused.value)
+    assert server.objects("persistentvolumeclaims") == []
+
+
+async def test_an_existing_claim_bound_to_another_volume_is_refused(
+    make_apiserver, make_client
+) -> None:
+    server = await make_apiserver(hub_cluster_rules=PV_RULES)
+    other = manifests.persistent_volume_claim("hpc-shared-pvc", HUB_NAMESPACE, "scratch-pv", "1Ti")
+    await (await make_client(server)).create_namespaced_persistent_volume_claim(
+        HUB_NAMESPACE, other
+    )
+    hub = await make_client(server, token="hub-token")
+
+    with pytest.raises(NFSUIDError, match="volumeName 'scratch-pv' \\(wanted 'hpc-pv'\\)"):
+        await ensure_share(hub, PV, PVC)
+
+
 @pytest.fixture
 def spawner_on(make_spawner, tmp_path, monkeypatch):
     """An NFSUIDSpawner whose KubeSpawner client talks to `server` with the hub's token."""
