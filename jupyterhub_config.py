@@ -22,6 +22,11 @@ c.JupyterHub.hub_connect_ip = os.environ.get("HUB_CONNECT_IP", "hub")
 
 c.NFSUIDSpawner.namespace = os.environ.get("NFSUID_NAMESPACE", "jupyter-system")
 # The share: an NFS PV + RWX PVC an admin created once (the recipe in use today).
+# Export it `secure` (never `insecure`) with root_squash. The kubelet mounts it from
+# the node, so lab pods need no route to the NFS server: deny them egress to it with a
+# NetworkPolicy, or a lab could speak NFS itself and claim any uid. The spawner sets
+# net.ipv4.ip_unprivileged_port_start=1024 in every lab pod, so a lab cannot bind the
+# ports below 1024 that `secure` asks for. See docs/security.md.
 c.NFSUIDSpawner.nfs_storage = "existing-pvc"
 c.NFSUIDSpawner.nfs_pvc_name = "hpc-shared-pvc"
 # /data/hpc/home/<user> in the lab, with /home/<user> a symlink to it.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import ipaddress
 import json
 import re
 from pathlib import Path
@@ -192,6 +193,310 @@ def test_values_file_blocks_metadata_without_privileged_init_container(values_fi
     assert singleuser["cloudMetadata"]["blockWithIptables"] is False
     assert singleuser["networkPolicy"]["enabled"] is True
     assert singleuser["networkPolicy"]["egressAllowRules"]["cloudMetadataServer"] is False
+
+
+# Lab egress, as z2jh 4.4.0 renders singleuser.networkPolicy into the singleuser-server
+# NetworkPolicy (templates/singleuser/netpol.yaml, with the egressAllowRules rendered by
+# templates/_helpers-netpol.tpl). Rules are Kubernetes NetworkPolicy egress rules as dicts.
+
+PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+DNS = frozenset({("TCP", 53, 53), ("UDP", 53, 53)})
+NFS_SERVER_ANCHOR = "nfs_server"
+# What both values files asked of singleuser.networkPolicy before the NFS server was
+# excepted: the chart's rules, with the cloud metadata server left out.
+NETWORK_POLICY_BEFORE = {"enabled": True, "egressAllowRules": {"cloudMetadataServer": False}}
+
+
+def singleuser_egress_rules(values: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The lab pods' egress rules, or None when the chart renders no NetworkPolicy.
+
+    Fixed rules to the hub (8081), proxy (8000) and autohttps (8080, 8443) pods, then one
+    rule per egressAllowRules flag, then singleuser.networkPolicy.egress as given.
+    """
+    policy = values["singleuser"]["networkPolicy"]
+    if not policy["enabled"]:
+        return None
+    allow = policy["egressAllowRules"]
+    metadata = f"{values['singleuser']['cloudMetadata']['ip']}/32"
+    private = [{"ipBlock": {"cidr": cidr}} for cidr in PRIVATE_RANGES]
+
+    def to_component(component: str, *ports: int) -> dict[str, Any]:
+        return {
+            "to": [{"podSelector": {"matchLabels": {"component": component}}}],
+            "ports": [{"port": port} for port in ports],
+        }
+
+    rules = [to_component("hub", 8081), to_component("proxy", 8000)]
+    rules.append(to_component("autohttps", 8080, 8443))
+    dns_peers: list[dict[str, Any]] = []
+    if allow["dnsPortsCloudMetadataServer"]:
+        dns_peers.append({"ipBlock": {"cidr": metadata}})
+    if allow["dnsPortsKubeSystemNamespace"]:
+        kube_system = {"kubernetes.io/metadata.name": "kube-system"}
+        dns_peers.append({"namespaceSelector": {"matchLabels": kube_system}})
+    if allow["dnsPortsPrivateIPs"]:
+        dns_peers += private
+    if dns_peers:
+        dns_ports = [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+        rules.append({"ports": dns_ports, "to": dns_peers})
+    if allow["nonPrivateIPs"]:
+        except_ = [*PRIVATE_RANGES, metadata]
+        rules.append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": except_}}]})
+    if allow["privateIPs"]:
+        rules.append({"to": private})
+    if allow["cloudMetadataServer"]:
+        rules.append({"to": [{"ipBlock": {"cidr": metadata}}]})
+    return rules + copy.deepcopy(policy["egress"])
+
+
+def _peer_covers(peer: dict[str, Any], address: ipaddress.IPv4Address) -> bool:
+    """Whether a `to` peer covers an address outside the cluster.
+
+    podSelector and namespaceSelector peers select pods; only an ipBlock covers an
+    outside address. Like the API server, refuse an `except` that is not a strict subset
+    of `cidr`.
+    """
+    block = peer.get("ipBlock")
+    if block is None:
+        return False
+    cidr = ipaddress.ip_network(block["cidr"])
+    excepts = [ipaddress.ip_network(entry) for entry in block.get("except", [])]
+    for entry in excepts:
+        if not (entry.subnet_of(cidr) and entry.prefixlen > cidr.prefixlen):
+            raise ValueError(f"except {entry} is not a strict subset of {cidr}")
+    return address in cidr and not any(address in entry for entry in excepts)
+
+
+def _rule_ports(rule: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """(protocol, first, last) for each port a rule opens to an outside address.
+
+    No ports means every port of every protocol; protocol defaults to TCP; a port without
+    a number means every port of its protocol. A named port is a port of the destination
+    pod, which an outside address does not have.
+    """
+    entries = rule.get("ports") or []
+    if not entries:
+        return [(protocol, 1, 65535) for protocol in PROTOCOLS]
+    opened = []
+    for entry in entries:
+        protocol, port = entry.get("protocol", "TCP"), entry.get("port")
+        if port is None:
+            opened.append((protocol, 1, 65535))
+        elif isinstance(port, int):
+            opened.append((protocol, port, entry.get("endPort", port)))
+    return opened
+
+
+def open_ports(rules: list[dict[str, Any]] | None, address: str) -> frozenset[tuple[str, int, int]]:
+    """The ports a lab can reach at an address outside the cluster, as merged ranges.
+
+    NetworkPolicy only allows: an address gets the union of what every rule covering it
+    opens, and nothing else. A rule without `to` covers every address; no policy at all
+    (None) leaves everything open.
+    """
+    ip = ipaddress.IPv4Address(address)
+    if rules is None:
+        return frozenset((protocol, 1, 65535) for protocol in PROTOCOLS)
+    ranges: list[tuple[str, int, int]] = []
+    for rule in rules:
+        peers = rule.get("to") or []
+        if not peers or any(_peer_covers(peer, ip) for peer in peers):
+            ranges += _rule_ports(rule)
+    merged: list[tuple[str, int, int]] = []
+    for protocol, first, last in sorted(ranges):
+        if merged and merged[-1][0] == protocol and first <= merged[-1][2] + 1:
+            merged[-1] = (protocol, merged[-1][1], max(last, merged[-1][2]))
+        else:
+            merged.append((protocol, first, last))
+    return frozenset(merged)
+
+
+def opens(ranges: frozenset[tuple[str, int, int]], protocol: str, port: int) -> bool:
+    return any(p == protocol and first <= port <= last for p, first, last in ranges)
+
+
+def _nfs_server_events(values_file: Path) -> tuple[list[Any], int]:
+    events = list(yaml.parse(values_file.read_text()))
+    anchored = [
+        index
+        for index, event in enumerate(events)
+        if isinstance(event, yaml.ScalarEvent) and event.anchor == NFS_SERVER_ANCHOR
+    ]
+    assert len(anchored) == 1, (
+        f"{values_file.name}: &{NFS_SERVER_ANCHOR} is set {len(anchored)} times"
+    )
+    return events, anchored[0]
+
+
+def nfs_server(values_file: Path) -> ipaddress.IPv4Network:
+    """The NFS server's address(es): the one value at the &nfs_server anchor."""
+    events, index = _nfs_server_events(values_file)
+    return ipaddress.IPv4Network(events[index].value)
+
+
+def chart_values_with_nfs_server(values_file: Path, cidr: str) -> dict[str, Any]:
+    """chart_values for the values file with cidr set at the &nfs_server anchor."""
+    events, index = _nfs_server_events(values_file)
+    old = events[index]
+    events[index] = yaml.ScalarEvent(old.anchor, old.tag, old.implicit, cidr, style=old.style)
+    return helm_merge(chart_defaults(), yaml.safe_load(yaml.emit(events)))
+
+
+def chart_values_before_nfs_rule(values_file: Path) -> dict[str, Any]:
+    """chart_values with singleuser.networkPolicy as it was before the NFS server rule."""
+    values = load_yaml(values_file)
+    values["singleuser"]["networkPolicy"] = copy.deepcopy(NETWORK_POLICY_BEFORE)
+    return helm_merge(chart_defaults(), values)
+
+
+def boundary_addresses(*rule_sets: list[dict[str, Any]] | None) -> set[str]:
+    """Each end of every ipBlock range in the rules, and the addresses just outside.
+
+    What the rules allow is the same everywhere between two such addresses, so comparing
+    two rule sets at these addresses compares them at every address.
+    """
+    networks = {ipaddress.IPv4Network("0.0.0.0/0")}
+    for rules in rule_sets:
+        for rule in rules or []:
+            for peer in rule.get("to") or []:
+                block = peer.get("ipBlock")
+                if block:
+                    networks.add(ipaddress.IPv4Network(block["cidr"]))
+                    networks.update(ipaddress.IPv4Network(e) for e in block.get("except", []))
+    edges = set()
+    for network in networks:
+        first, last = int(network.network_address), int(network.broadcast_address)
+        edges.update(n for n in (first - 1, first, last, last + 1) if 0 <= n < 2**32)
+    return {str(ipaddress.IPv4Address(n)) for n in edges}
+
+
+NFS_SERVER_CASES = {
+    "as-set": None,
+    "public": "203.0.113.7/32",
+    "private": "10.20.30.40/32",
+    "public-subnet": "198.51.100.0/28",
+}
+
+
+@pytest.mark.parametrize("case", NFS_SERVER_CASES)
+@pytest.mark.parametrize("values_file", VALUES_FILES, ids=lambda p: p.name)
+def test_labs_reach_the_nfs_server_on_no_port_but_dns(values_file: Path, case: str) -> None:
+    """No egress rule opens an NFS port, or any port below 1024 but 53, to the NFS server.
+
+    The kubelet mounts the share from the node, so a lab never needs the server. A lab
+    that reaches it can bind a port below 1024 under containerd 2.x and speak AUTH_SYS as
+    any uid. The chart's dnsPortsPrivateIPs rule opens port 53 to all of 10/8, 172.16/12
+    and 192.168/16, so a server at a private address is reachable on 53: no NFS service
+    listens there (nfsd is 2049, the portmapper 111, which names mountd's port), and
+    NetworkPolicy cannot take an address out of that rule.
+    """
+    cidr = NFS_SERVER_CASES[case] or str(nfs_server(values_file))
+    rules = singleuser_egress_rules(chart_values_with_nfs_server(values_file, cidr))
+    network = ipaddress.IPv4Network(cidr)
+    for address in {str(network.network_address), str(network.broadcast_address)}:
+        ranges = open_ports(rules, address)
+        assert ranges <= DNS, f"{address}: {sorted(ranges)}"
+        assert not any(opens(ranges, p, port) for p in PROTOCOLS for port in (111, 2049))
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES, ids=lambda p: p.name)
+def test_nfs_server_is_one_ipv4_address_or_network_to_set(values_file: Path) -> None:
+    assert nfs_server(values_file).version == 4
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES, ids=lambda p: p.name)
+def test_labs_keep_every_other_egress_the_chart_allowed_before(values_file: Path) -> None:
+    values = chart_values(values_file)
+    after = singleuser_egress_rules(values)
+    before = singleuser_egress_rules(chart_values_before_nfs_rule(values_file))
+    server = nfs_server(values_file)
+    changed = {
+        address
+        for address in boundary_addresses(before, after)
+        if ipaddress.IPv4Address(address) not in server
+        and open_ports(before, address) != open_ports(after, address)
+    }
+    assert changed == set()
+
+
+EGRESS_EXAMPLES = {
+    "public-https": ("8.8.8.8", "TCP", 443, True),
+    "public-dns": ("1.1.1.1", "UDP", 53, True),
+    "private-dns": ("10.96.0.10", "UDP", 53, True),
+    "private-https": ("10.1.2.3", "TCP", 443, False),
+    "private-nfs": ("192.168.1.10", "TCP", 2049, False),
+    "metadata-http": ("169.254.169.254", "TCP", 80, False),
+    "metadata-dns": ("169.254.169.254", "UDP", 53, True),
+}
+
+
+@pytest.mark.parametrize("example", EGRESS_EXAMPLES)
+@pytest.mark.parametrize("values_file", VALUES_FILES, ids=lambda p: p.name)
+def test_labs_reach_public_addresses_and_dns_but_not_private_or_metadata(
+    values_file: Path, example: str
+) -> None:
+    address, protocol, port, reachable = EGRESS_EXAMPLES[example]
+    rules = singleuser_egress_rules(chart_values(values_file))
+    assert opens(open_ports(rules, address), protocol, port) is reachable
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES, ids=lambda p: p.name)
+def test_policy_before_the_nfs_rule_opens_every_port_to_a_public_nfs_server(
+    values_file: Path,
+) -> None:
+    """Why test_labs_reach_the_nfs_server_on_no_port_but_dns fails for the old values.
+
+    The chart's nonPrivateIPs rule covers 0.0.0.0/0 but the private ranges and the
+    metadata server, so a server at a public address got every port.
+    """
+    rules = singleuser_egress_rules(chart_values_before_nfs_rule(values_file))
+    assert open_ports(rules, "203.0.113.7") == {(p, 1, 65535) for p in PROTOCOLS}
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("values_file", VALUES_FILES, ids=lambda p: p.name)
+def test_lab_egress_rules_validate_strictly(values_file: Path, version: str) -> None:
+    kubernetes_validate = pytest.importorskip(
+        "kubernetes_validate", reason="needs kubernetes-validate (the 'test' extra)"
+    )
+    policy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "singleuser"},
+        "spec": {
+            "podSelector": {"matchLabels": {"component": "singleuser-server"}},
+            "policyTypes": ["Ingress", "Egress"],
+            "egress": singleuser_egress_rules(chart_values(values_file)),
+        },
+    }
+    kubernetes_validate.validate(policy, version, strict=True)
+
+
+def test_egress_evaluator_refuses_except_outside_its_cidr() -> None:
+    rules = [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["192.0.2.10/32"]}}]}]
+    with pytest.raises(ValueError, match="strict subset"):
+        open_ports(rules, "10.1.1.1")
+
+
+def test_egress_evaluator_leaves_everything_open_without_a_policy() -> None:
+    values = helm_merge(chart_defaults(), {"singleuser": {"networkPolicy": {"enabled": False}}})
+    assert opens(open_ports(singleuser_egress_rules(values), "10.1.2.3"), "TCP", 2049)
+
+
+def test_egress_evaluator_never_covers_an_outside_address_by_selector() -> None:
+    rules = [{"to": [{"podSelector": {}}], "ports": [{"port": 2049}]}]
+    assert open_ports(rules, "10.1.2.3") == frozenset()
+
+
+def test_egress_evaluator_opens_every_port_for_a_rule_without_ports() -> None:
+    rules = [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}]
+    assert open_ports(rules, "10.2.0.1") == {(p, 1, 65535) for p in PROTOCOLS}
+
+
+def test_egress_evaluator_leaves_out_an_ip_blocks_exceptions() -> None:
+    rules = [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}]}]
+    assert open_ports(rules, "10.1.0.1") == frozenset()
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
