@@ -42,7 +42,9 @@ OWNERS = {
     "qiang.guo03": (2003, 3003),
     "rooted": (0, 0),
 }
-USERS = [*OWNERS, "ghost", "admin"]
+# An alias left after a rename, as HPC sites keep them: home/asmith -> bob.
+ALIASES = {"asmith": "bob"}
+USERS = [*OWNERS, *ALIASES, "ghost", "admin"]
 
 
 def _missing_precondition() -> str | None:
@@ -67,6 +69,8 @@ def share(tmp_path_factory: pytest.TempPathFactory, e2e_precondition: None) -> P
     root.chmod(0o755)
     export = root / "exports" / "hpc"
     make_homes(export / "home", OWNERS)
+    for alias, target in ALIASES.items():
+        (export / "home" / alias).symlink_to(target)
     (export / "datasets").mkdir()
     (export / "datasets" / "shared.csv").write_text("a,b\n1,2\n")
     return export

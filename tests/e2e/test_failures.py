@@ -5,10 +5,11 @@ For both identity sources:
 - ``rooted``: the directory is owned by root. The hub source stats it on the hub's own mount
   of the share, so its message names the hub's path (here the export itself); the
   initContainer names the path the lab would see, /data/hpc/home/rooted.
-- ``ghost``: the user has no directory. The hub source says it does not exist. With the
-  initcontainer source the kubelet creates a missing subPath, root-owned, before the
-  initContainer starts (as a real kubelet does), so the refusal is the root one, at
-  /data/hpc/home/ghost; the test removes the directory the kubelet made.
+- ``ghost``: the user has no directory. Both sources say it does not exist, and nothing is
+  created on the share: no container mounts the user's subPath before the check passed (a
+  kubelet creates a missing subPath, root-owned, on the share).
+- ``asmith``: home/asmith is a link to bob's directory. A kubelet follows a link in a subPath
+  that stays inside the volume, so asmith's lab would have run as bob, on bob's files.
 - an admin environment that sets GRANT_SUDO fails before any pod is created, naming it.
 
 The hub's start timeout is 90 s; a refusal must arrive in seconds, not by that timeout.
@@ -45,6 +46,7 @@ class FailedSpawn:
     model: dict[str, Any]
     pods_added: list[str]
     pods_left: list[str]
+    share_changed: bool
     diagnosis: str
 
     @property
@@ -84,8 +86,15 @@ async def pods_added_since(sandbox: SandboxInfo, resource_version: str, user: st
     return added
 
 
-async def fail_spawn(hub: Hub, user: str) -> FailedSpawn:
+def home_entries(share: Path) -> list[tuple[str, int]]:
+    """The share's home directory as `ls -la` would show it: entries and their mtimes."""
+    home = share / "home"
+    return sorted((p.name, p.lstat().st_mtime_ns) for p in [home, *home.iterdir()])
+
+
+async def fail_spawn(hub: Hub, user: str, share: Path) -> FailedSpawn:
     """POST the start as the admin panel does, then read the spawn's progress to its end."""
+    before = home_entries(share)
     since = await pods_resource_version(hub.sandbox)
     began = time.monotonic()
     status, body = await hub.api("POST", f"/users/{user}/server", json={})
@@ -100,16 +109,16 @@ async def fail_spawn(hub: Hub, user: str) -> FailedSpawn:
         model=await hub.user(user),
         pods_added=await pods_added_since(hub.sandbox, since, user),
         pods_left=left,
+        share_changed=home_entries(share) != before,
         diagnosis=await hub.diagnose(user),
     )
 
 
 def expected_refusal(source: str, user: str, share: Path) -> str:
     """The refusal's first sentence, up to its "Fix:"."""
-    if source == "hub":
-        problem = "does not exist" if user == "ghost" else "is owned by uid 0 (root)"
-    else:
-        problem = "is owned by uid 0 (root)"  # ghost too: the kubelet made its subPath as root
+    problem = {"ghost": "does not exist", "asmith": "is a symlink"}.get(
+        user, "is owned by uid 0 (root)"
+    )
     # Both sources name the directory as users know it, whatever the hub's mount is.
     return f"nfsuid: user {user}: /data/hpc/home/{user} {problem}. Fix: "
 
@@ -127,16 +136,10 @@ def hub(source, sandbox, share, tmp_path_factory):
         yield hub
 
 
-@pytest.fixture(scope="module", params=["rooted", "ghost"])
+@pytest.fixture(scope="module", params=["rooted", "ghost", "asmith"])
 def refused(request, hub: Hub, share: Path) -> tuple[str, FailedSpawn]:
     user = request.param
-    made_by_kubelet = share / "home" / user
-    assert user != "ghost" or not made_by_kubelet.exists(), f"{made_by_kubelet} exists already"
-    try:
-        return user, asyncio.run(fail_spawn(hub, user))
-    finally:
-        if user == "ghost" and made_by_kubelet.is_dir():
-            made_by_kubelet.rmdir()
+    return user, asyncio.run(fail_spawn(hub, user, share))
 
 
 @pytest.fixture(scope="module")
@@ -147,8 +150,8 @@ def sudo_hub(source, sandbox, share, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def sudo_refused(sudo_hub: Hub) -> FailedSpawn:
-    return asyncio.run(fail_spawn(sudo_hub, "alice"))
+def sudo_refused(sudo_hub: Hub, share: Path) -> FailedSpawn:
+    return asyncio.run(fail_spawn(sudo_hub, "alice", share))
 
 
 def test_refusal_arrives_in_seconds_not_at_the_start_timeout(refused) -> None:
@@ -190,6 +193,13 @@ def test_user_has_no_running_or_pending_server_after_the_refusal(refused) -> Non
     _, spawn = refused
 
     assert (spawn.model["servers"], spawn.model.get("pending")) == ({}, None), spawn.diagnosis
+
+
+def test_the_refusal_leaves_the_share_unchanged(refused) -> None:
+    """Same entries, same mtimes: nothing created (ghost), nothing mounted through a link."""
+    _, spawn = refused
+
+    assert not spawn.share_changed, spawn.diagnosis
 
 
 def test_no_pod_of_the_refused_user_is_left(refused) -> None:
