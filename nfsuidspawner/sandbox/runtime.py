@@ -3,16 +3,18 @@
 Two halves live here:
 
 * Kubelet side (imported): :func:`container_config` turns a pod, one of its containers and the
-  host directories of its volumes into a JSON-able *config*; :func:`prepare_subpath` checks and
-  creates subPaths the way the kubelet does. Errors a kubelet reports as
+  host directories of its volumes into a JSON-able *config*; subPaths are created, resolved and
+  checked the way the kubelet does (:mod:`.subpath`). Errors a kubelet reports as
   ``CreateContainerConfigError`` raise :class:`ContainerConfigError`.
 * Shim side (``python runtime.py CONFIG.json``, stdlib only, no package imports): enters new
   PID, mount, UTS and IPC namespaces, builds a tmpfs container root with read-only binds of the
   host's system directories, the volumes at their mountPaths, ``pivot_root``\\s into it and runs
   the container's command through ``setpriv`` with the uid, gids, capabilities and no_new_privs
-  of its securityContext. A small init (PID 1 of the new PID namespace) forwards signals to every
-  process in the container and exits with the main process's code; when it dies the kernel
-  kills everything left in the namespace, and the mounts die with their namespace.
+  of its securityContext. A small init (PID 1 of the new PID namespace) exits with the main
+  process's code; when it dies the kernel kills everything left in the namespace, and the mounts
+  die with their namespace. A stop signal reaches what a kubelet's reaches: the main process
+  only; for docker-stacks images (entrypoint ``tini -g -- start.sh``) the init plays tini, with
+  the container's uid, gids and capabilities, and signals the main process's group.
 
 The one stand-in for pod networking (there are no network namespaces): every pod gets its own
 127.x.y.z address, and a Jupyter server told to bind 0.0.0.0 (``JUPYTERHUB_SERVICE_URL`` host or
@@ -25,6 +27,7 @@ import contextlib
 import ctypes
 import hashlib
 import json
+import logging
 import os
 import re
 import select
@@ -37,7 +40,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+if __package__:
+    from . import subpath
+else:  # the shim: this file run as a script, with subpath.py beside it
+    import subpath
+
 Obj = dict[str, Any]
+
+log = logging.getLogger(__name__)
 
 IMAGES_DIR = Path(__file__).resolve().parent / "images"
 
@@ -58,7 +68,14 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class ContainerConfigError(Exception):
-    """What a kubelet reports as waiting reason CreateContainerConfigError."""
+    """What a kubelet reports as waiting reason CreateContainerConfigError.
+
+    ``reason`` is the detail behind it that a kubelet only logs (for subPaths).
+    """
+
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 # --------------------------------------------------------------------------- kubelet side
@@ -72,51 +89,6 @@ def is_docker_stacks(image: str) -> bool:
 def image_id(image: str) -> str:
     digest = hashlib.sha256(image.encode()).hexdigest()
     return f"{image.split('@')[0].rsplit(':', 1)[0]}@sha256:{digest}"
-
-
-def _walk_beneath(base: str, sub_path: str, create: bool) -> int:
-    """Open base/sub_path without following symlinks; return an O_PATH fd to it.
-
-    Missing directories are created root:root (mode of the volume root, umask 022) when
-    `create`, like the kubelet's SafeMakeDir.
-    """
-    parts = [p for p in sub_path.split("/") if p not in ("", ".")]
-    if ".." in parts or sub_path.startswith("/"):
-        raise ContainerConfigError(f"subPath {sub_path!r} must be a relative path without '..'")
-    fd = os.open(base, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    mode = stat.S_IMODE(os.fstat(fd).st_mode) & ~0o022
-    try:
-        for i, part in enumerate(parts):
-            try:
-                nfd = os.open(part, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            except FileNotFoundError:
-                if not create:
-                    raise ContainerConfigError(f"subPath {sub_path!r} does not exist") from None
-                os.mkdir(part, mode, dir_fd=fd)
-                os.chown(part, 0, 0, dir_fd=fd, follow_symlinks=False)
-                os.chmod(part, mode, dir_fd=fd)
-                nfd = os.open(part, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            st = os.fstat(nfd)
-            if stat.S_ISLNK(st.st_mode):
-                os.close(nfd)
-                raise ContainerConfigError(
-                    f"subpath {sub_path!r}: {'/'.join(parts[: i + 1])!r} is a symlink, "
-                    "which the kubelet refuses"
-                )
-            if i < len(parts) - 1 and not stat.S_ISDIR(st.st_mode):
-                os.close(nfd)
-                raise ContainerConfigError(f"subPath {sub_path!r}: {part!r} is not a directory")
-            os.close(fd)
-            fd = nfd
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def prepare_subpath(volume_dir: str, sub_path: str) -> None:
-    """Refuse a symlinked subPath, create a missing one root:root. Raises ContainerConfigError."""
-    os.close(_walk_beneath(volume_dir, sub_path, create=True))
 
 
 def _sec(pod: Obj, container: Obj) -> Obj:
@@ -301,12 +273,19 @@ def container_config(
         sub = vm.get("subPath") or ""
         if vm.get("subPathExpr"):
             sub = expand(vm["subPathExpr"], env)
+        source, resolved = volumes[name], ""
         if sub:
-            prepare_subpath(volumes[name], sub)
+            try:
+                source, resolved = subpath.prepare(
+                    volumes[name], sub, name, container.get("name", "")
+                )
+            except subpath.SubPathError as e:
+                log.warning("subPath %r of volume %r: %s", sub, name, e.reason)
+                raise ContainerConfigError(str(e), e.reason) from None
         mounts.append(
             {
-                "volume_dir": volumes[name],
-                "sub_path": sub,
+                "volume_dir": source,
+                "sub_path": resolved,
                 "target": vm["mountPath"],
                 "readonly": bool(vm.get("readOnly")),
             }
@@ -324,8 +303,13 @@ def container_config(
         "pod_ip": pod_ip,
         "rootfs": rootfs,
         "docker_stacks": docker_stacks,
+        # The image's PID 1 is `tini -g -- start.sh`, unless `command` replaces the entrypoint.
+        "tini": docker_stacks and not command,
         "images_dir": str(IMAGES_DIR),
         "python_paths": python_paths,
+        "base_python": os.path.join(
+            sys.base_prefix, "bin", "python{}.{}".format(*sys.version_info)
+        ),
         "passwd": passwd,
         "group": group,
         "mounts": mounts,
@@ -358,11 +342,21 @@ MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MNT_DETACH = 2
 PR_SET_PDEATHSIG = 1
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
+# Capability names in the order of their numbers (linux/capability.h).
+CAP_NAMES = [
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+    "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
+    "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
+    "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
+    "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
+    "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+]  # fmt: skip
 
 # Host /etc content every container root gets (copied, or bound read-only for directories).
 ETC_COPY = [
     "resolv.conf", "host.conf", "login.defs", "ld.so.cache", "ld.so.conf", "localtime",
     "timezone", "bash.bashrc", "profile", "inputrc", "mime.types", "shells", "adduser.conf",
+    "sudo.conf",
 ]  # fmt: skip
 ETC_BIND = [
     "alternatives", "ssl", "ca-certificates", "ld.so.conf.d", "profile.d", "skel", "terminfo",
@@ -494,7 +488,7 @@ def _build_dev(root: str) -> None:
 
 
 def _build_docker_stacks(cfg: Obj, root: str) -> None:
-    """/usr/local/bin of a docker-stacks image (stand-ins) and jovyan's home."""
+    """/usr/local/bin of a docker-stacks image (stand-ins), sudo's sudoers and jovyan's home."""
     bindir = os.path.join(root, "usr/local/bin")
     _mount("tmpfs", bindir, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
     src = os.path.join(cfg["images_dir"], "docker-stacks")
@@ -504,6 +498,15 @@ def _build_docker_stacks(cfg: Obj, root: str) -> None:
         os.chmod(os.path.join(bindir, name), 0o755)
     for d in ("start-notebook.d", "before-notebook.d"):
         _mkdirs(os.path.join(bindir, d))
+    hook = "10activate-conda-env.sh"
+    shutil.copyfile(os.path.join(src, hook), os.path.join(bindir, "before-notebook.d", hook))
+    # conda is a Python program: the base interpreter (a venv's would ignore the user site).
+    with open(os.path.join(src, "conda")) as f:
+        conda = f.read().split("\n", 1)[1]
+    _write(os.path.join(bindir, "conda"), f"#!{cfg['base_python']}\n{conda}", 0o755)
+    with open(os.path.join(src, "sudoers")) as f:
+        _write(os.path.join(root, "etc/sudoers"), f.read(), 0o440)
+    _mkdirs(os.path.join(root, "etc/sudoers.d"))
     home = os.path.join(root, "home/jovyan")
     _mkdirs(home)
     _write(os.path.join(home, ".bashrc"), "# jovyan's .bashrc (sandbox image stand-in)\n")
@@ -513,10 +516,12 @@ def _build_docker_stacks(cfg: Obj, root: str) -> None:
 
 
 def _safe_source(m: Obj) -> int:
-    """O_PATH fd of the volume (or its subPath), refusing symlinks without following them."""
+    """O_PATH fd of the volume, or of its resolved subPath opened beneath it following no link."""
     try:
-        return _walk_beneath(m["volume_dir"], m["sub_path"], create=False)
-    except (ContainerConfigError, OSError) as e:
+        if not m["sub_path"]:
+            return os.open(m["volume_dir"], os.O_PATH | os.O_CLOEXEC)
+        return subpath.safe_open(os.path.join(m["volume_dir"], m["sub_path"]), m["volume_dir"])
+    except (subpath.Refused, OSError) as e:
         raise StartError(f"mount {m['target']}: {e}") from None
 
 
@@ -675,7 +680,11 @@ def _init(cfg: Obj, parent_alive: int) -> None:
         finally:
             os._exit(START_ERROR_EXIT)
 
-    _forward_signals(-1)  # from PID 1: every other process in the namespace
+    if cfg["tini"]:
+        _forward_signals(-main)  # tini -g: the group of its child (which setsid made a leader)
+        _become_tini(cfg, parent_alive)
+    else:
+        _forward_signals(main)  # a kubelet signals the container's main process only
     while True:
         try:
             pid, status = os.wait()
@@ -684,9 +693,40 @@ def _init(cfg: Obj, parent_alive: int) -> None:
         if pid == main:
             code = os.waitstatus_to_exitcode(status)
             code = 128 - code if code < 0 else code
-            with contextlib.suppress(ProcessLookupError):
+            with contextlib.suppress(OSError):  # the kernel kills the rest when we exit
                 os.kill(-1, signal.SIGKILL)
             os._exit(code)
+
+
+def _capset(names: list[str]) -> None:
+    """Keep only `names` in this process's permitted and effective capabilities."""
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [(f, ctypes.c_uint32) for f in ("effective", "permitted", "inheritable")]
+
+    bits = sum(1 << CAP_NAMES.index(n) for n in names if n in CAP_NAMES)
+    low, high = bits & 0xFFFFFFFF, bits >> 32
+    data = (Data * 2)(Data(low, low, 0), Data(high, high, 0))
+    _check(_libc.capset(ctypes.byref(Header(0x20080522, 0)), data), "capset")  # version 3
+
+
+def _become_tini(cfg: Obj, parent_alive: int) -> None:
+    """Take the credentials tini has in the image: the container's uid, gids and capabilities.
+
+    Its signals then reach only what it may signal: without CAP_KILL, a root tini cannot signal
+    the user's lab (only sudo, which is root too).
+    """
+    os.setgroups(cfg["groups"])
+    os.setresgid(cfg["gid"], cfg["gid"], cfg["gid"])
+    os.setresuid(cfg["uid"], cfg["uid"], cfg["uid"])  # a non-root uid drops every capability
+    if cfg["uid"] == 0:
+        _capset(cfg["caps"])
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # a credential change clears it
+    if select.select([parent_alive], [], [], 0)[0]:
+        os._exit(1)
 
 
 FORWARDED_SIGNALS = (
@@ -700,10 +740,10 @@ FORWARDED_SIGNALS = (
 
 
 def _forward_signals(target: int) -> None:
-    """Pass the signals a container gets on to `target` (a pid, or -1 for all we may signal)."""
+    """Pass the signals a container gets on to `target` (a pid, or a process group if < 0)."""
 
     def forward(signum: int, _frame: object) -> None:
-        with contextlib.suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(target, signum)
 
     for sig in FORWARDED_SIGNALS:

@@ -1,14 +1,19 @@
-"""Fixtures for the sandbox API server: servers on loopback and kubernetes_asyncio clients."""
+"""Fixtures for the sandbox: API servers on loopback, kubernetes_asyncio clients, and a cluster
+(an API server and a kubelet running pods as real processes, root only)."""
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from kubernetes_asyncio import config
 from kubernetes_asyncio.client import ApiClient, Configuration, CoreV1Api
 
 from nfsuidspawner.sandbox.apiserver import ApiServer
+from nfsuidspawner.sandbox.kubelet import Kubelet
+
+from .pods import EXPORT, NS, TOKEN, Cluster, mounts_under, needs_root
 
 TOKENS = {"admin-token": "admin", "hub-token": "hub", "nobody-token": "nobody"}
 HUB_NAMESPACE = "jupyter-system"
@@ -81,3 +86,24 @@ async def graceful_server(make_apiserver: MakeServer) -> ApiServer:
 @pytest.fixture
 async def graceful_admin(graceful_server: ApiServer, make_client: MakeClient) -> CoreV1Api:
     return await make_client(graceful_server)
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    """An API server and a kubelet whose NFS export nfs.example:/export is tmp_path/export."""
+    needs_root()
+    export = tmp_path / "export"
+    export.mkdir()
+    server = ApiServer(tokens={TOKEN: "admin"}, namespaces=[NS], graceful_pod_deletion=True)
+    await server.start()
+    kubelet = Kubelet(server.url, TOKEN, tmp_path / "state", {EXPORT: str(export)},
+                      "127.0.91.0/24", backoff_initial=0.2, backoff_max=0.5)  # fmt: skip
+    await kubelet.start()
+    session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"})
+    try:
+        yield Cluster(server, kubelet, export, session)
+    finally:
+        await kubelet.stop()
+        await session.close()
+        await server.stop()
+    assert mounts_under(tmp_path) == []

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -17,145 +14,20 @@ import pytest
 from nfsuidspawner.sandbox.apiserver import ApiServer
 from nfsuidspawner.sandbox.kubelet import Kubelet, KubeletError
 
+from .pods import (
+    BUSYBOX,
+    NS,
+    TOKEN,
+    Cluster,
+    mounts_under,
+    needs_root,
+    nfs_volume,
+    processes_with,
+    sh,
+    user,
+)
+
 pytestmark = pytest.mark.sandbox
-
-Obj = dict[str, Any]
-NS = "default"
-TOKEN = "kubelet-token"
-EXPORT = "nfs.example:/export"
-BUSYBOX = "docker.io/library/busybox:1.37"
-NOTEBOOK = "quay.io/jupyter/base-notebook:2025-01-13"
-
-
-def _needs_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: the kubelet enforces uids and mounts for real")
-    if shutil.which("unshare") is None or shutil.which("setpriv") is None:
-        pytest.skip("needs util-linux unshare and setpriv")
-
-
-class Cluster:
-    def __init__(
-        self, server: ApiServer, kubelet: Kubelet, export: Path, session: aiohttp.ClientSession
-    ):
-        self.server, self.kubelet, self.export, self.session = server, kubelet, export, session
-
-    async def call(self, method: str, path: str, body: Obj | None = None, **params: str) -> Obj:
-        async with self.session.request(
-            method, self.server.url + path, json=body, params=params
-        ) as r:
-            data = await r.json()
-            assert r.status < 300, data
-            return data
-
-    async def create(
-        self,
-        name: str,
-        containers: list[Obj],
-        *,
-        init: list[Obj] | None = None,
-        volumes: list[Obj] | None = None,
-        restart: str = "Never",
-        **spec: Any,
-    ) -> Obj:
-        pod = {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": NS},
-            "spec": {"containers": containers, "restartPolicy": restart,
-                     "terminationGracePeriodSeconds": 2, **spec},
-        }  # fmt: skip
-        if init:
-            pod["spec"]["initContainers"] = init
-        if volumes:
-            pod["spec"]["volumes"] = volumes
-        return await self.call("POST", f"/api/v1/namespaces/{NS}/pods", pod)
-
-    async def get(self, name: str) -> Obj | None:
-        async with self.session.get(f"{self.server.url}/api/v1/namespaces/{NS}/pods/{name}") as r:
-            return await r.json() if r.status == 200 else None
-
-    async def wait(self, name: str, cond: Callable[[Obj], bool], timeout: float = 15) -> Obj:
-        deadline = time.monotonic() + timeout
-        pod = None
-        while time.monotonic() < deadline:
-            pod = await self.get(name)
-            if pod is not None and cond(pod):
-                return pod
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"timed out; pod: {pod}\n{await self.explain(name)}")
-
-    async def finished(self, name: str) -> Obj:
-        return await self.wait(name, lambda p: p["status"].get("phase") in ("Succeeded", "Failed"))
-
-    async def events(self, name: str) -> list[Obj]:
-        events = [e for e in self.server.objects("events") if e["involvedObject"]["name"] == name]
-        return sorted(events, key=lambda e: int(e["metadata"]["resourceVersion"]))
-
-    async def explain(self, name: str) -> str:
-        """Events and logs, printed when a test fails so that the failure explains itself."""
-        lines = [f"{e['reason']}: {e['message']}" for e in await self.events(name)]
-        pod = await self.get(name)
-        for c in (pod or {}).get("spec", {}).get("initContainers", []) + (pod or {}).get(
-            "spec", {}
-        ).get("containers", []):
-            lines.append(f"--- log {c['name']}:\n{self.kubelet.logs(NS, name, c['name'])}")
-        return "\n".join(lines)
-
-    def log(self, name: str, container: str = "c") -> str:
-        return self.kubelet.logs(NS, name, container)
-
-
-def sh(script: str, name: str = "c", image: str = BUSYBOX, **extra: Any) -> Obj:
-    return {"name": name, "image": image, "command": ["sh", "-c", script], **extra}
-
-
-def user(uid: int, gid: int | None = None, **extra: Any) -> Obj:
-    sc: Obj = {"runAsUser": uid, "allowPrivilegeEscalation": False,
-               "capabilities": {"drop": ["ALL"]}, **extra}  # fmt: skip
-    if gid is not None:
-        sc["runAsGroup"] = gid
-    return sc
-
-
-def _mounts_under(path: Path) -> list[str]:
-    """Host-namespace mounts below path (other test suites may mount elsewhere meanwhile)."""
-    return [ln for ln in Path("/proc/self/mountinfo").read_text().splitlines() if str(path) in ln]
-
-
-def _processes_with(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    _needs_root()
-    export = tmp_path / "export"
-    export.mkdir()
-    server = ApiServer(tokens={TOKEN: "admin"}, namespaces=[NS], graceful_pod_deletion=True)
-    await server.start()
-    kubelet = Kubelet(server.url, TOKEN, tmp_path / "state", {EXPORT: str(export)},
-                      "127.0.91.0/24", backoff_initial=0.2, backoff_max=0.5)  # fmt: skip
-    await kubelet.start()
-    session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"})
-    try:
-        yield Cluster(server, kubelet, export, session)
-    finally:
-        await kubelet.stop()
-        await session.close()
-        await server.stop()
-    assert _mounts_under(tmp_path) == []
-
-
-def nfs_volume(path: str = "/export") -> Obj:
-    return {"name": "share", "nfs": {"server": "nfs.example", "path": path}}
 
 
 # --- identity and files ---
@@ -231,39 +103,6 @@ async def test_read_only_mount_is_read_only(cluster: Cluster) -> None:
     )
     await cluster.finished("ro")
     assert "Read-only file system" in cluster.log("ro") and not (cluster.export / "x").exists()
-
-
-async def test_missing_subpath_is_created_root_owned(cluster: Cluster) -> None:
-    await cluster.create(
-        "mksub",
-        [
-            sh(
-                "true",
-                securityContext=user(1234, 2345),
-                volumeMounts=[{"name": "share", "mountPath": "/d", "subPath": "new/dir"}],
-            )
-        ],
-        volumes=[nfs_volume()],
-    )
-    await cluster.finished("mksub")
-    st = (cluster.export / "new" / "dir").stat()
-    assert (st.st_uid, st.st_gid) == (0, 0)
-
-
-async def test_symlink_subpath_fails_with_create_container_config_error(cluster: Cluster) -> None:
-    (cluster.export / "real").mkdir()
-    (cluster.export / "link").symlink_to("real")
-    await cluster.create(
-        "symsub",
-        [sh("true", volumeMounts=[{"name": "share", "mountPath": "/d", "subPath": "link"}])],
-        volumes=[nfs_volume()],
-    )
-    pod = await cluster.wait("symsub", lambda p: "waiting" in (
-        (p["status"].get("containerStatuses") or [{}])[0].get("state") or {})
-        and p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
-        == "CreateContainerConfigError")  # fmt: skip
-    assert pod["status"]["phase"] == "Pending"
-    assert "symlink" in pod["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
 
 
 async def test_emptydir_is_world_writable_and_shared_between_containers(cluster: Cluster) -> None:
@@ -415,60 +254,6 @@ async def test_host_filesystem_outside_the_binds_is_invisible(cluster: Cluster) 
     assert "No such file or directory" in out and ".pyenv" in out
 
 
-# --- docker-stacks stand-in ---
-
-
-def notebook(args: list[str], hook: bool = True, **extra: Any) -> Obj:
-    mounts = [{"name": "run", "mountPath": "/usr/local/bin/start-notebook.d/nfsuid-identity.sh",
-               "subPath": "nfsuid-identity.sh", "readOnly": True}] if hook else []  # fmt: skip
-    return {
-        "name": "notebook", "image": NOTEBOOK, "args": args, "workingDir": "/",
-        "securityContext": {"runAsUser": 0, "allowPrivilegeEscalation": False,
-                            "capabilities": {"drop": ["ALL"], "add": ["SETUID", "SETGID", "CHOWN"]}},
-        "volumeMounts": mounts, **extra,
-    }  # fmt: skip
-
-
-def identity_init(script: str) -> list[Obj]:
-    return [sh(script, name="nfsuid-identity", securityContext=user(65534, 65534),
-               volumeMounts=[{"name": "run", "mountPath": "/nfsuid/run"}])]  # fmt: skip
-
-
-async def test_docker_stacks_stand_in_switches_to_nb_uid_from_a_hook(cluster: Cluster) -> None:
-    export = "export NB_USER=qiang.guo03 NB_UID=1500 NB_GID=1600 NB_GROUP=qguo"
-    await cluster.create(
-        "stacks",
-        [notebook(["sh", "-c", "id; echo HOME=$HOME; grep CapEff /proc/self/status"])],
-        init=identity_init(f"echo '{export}' > /nfsuid/run/nfsuid-identity.sh"),
-        volumes=[{"name": "run", "emptyDir": {}}],
-    )
-    pod = await cluster.finished("stacks")
-    out = cluster.kubelet.logs(NS, "stacks", "notebook")
-    assert pod["status"]["phase"] == "Succeeded", out
-    assert "uid=1500(qiang.guo03) gid=1600(qguo) groups=1600(qguo),100(users)" in out
-    assert "HOME=/home/qiang.guo03" in out and "CapEff:\t0000000000000000" in out
-
-
-async def test_docker_stacks_stand_in_fails_on_a_colliding_nb_uid(cluster: Cluster) -> None:
-    await cluster.create(
-        "collide", [notebook(["true"])],
-        init=identity_init("echo 'export NB_USER=bob NB_UID=65534 NB_GID=1600' > /nfsuid/run/nfsuid-identity.sh"),
-        volumes=[{"name": "run", "emptyDir": {}}],
-    )  # fmt: skip
-    pod = await cluster.finished("collide")
-    assert pod["status"]["phase"] == "Failed"
-    assert "not unique" in cluster.kubelet.logs(NS, "collide", "notebook")
-
-
-async def test_jupyterhub_singleuser_runs_through_the_stand_in(cluster: Cluster) -> None:
-    await cluster.create("singleuser", [notebook(["start-singleuser.py", "--help"], hook=False)])
-    pod = await cluster.finished("singleuser")
-    out = cluster.kubelet.logs(NS, "singleuser", "notebook")
-    assert pod["status"]["phase"] == "Succeeded", out
-    assert "Running as jovyan: start-singleuser.py --help" in out
-    assert "set log level to logging.DEBUG" in out  # jupyterhub-singleuser's own help
-
-
 # --- networking, readiness, status, deletion ---
 
 
@@ -523,21 +308,21 @@ async def test_deleting_a_pod_kills_its_processes_and_removes_it(cluster: Cluste
     await cluster.create("victim", [sh(f"trap 'exit 0' TERM; {marker} & wait")])
     await cluster.wait("victim", lambda p: p["status"].get("phase") == "Running")
     for _ in range(100):
-        if _processes_with(marker):
+        if processes_with(marker):
             break
         await asyncio.sleep(0.02)
-    assert _processes_with(marker)
+    assert processes_with(marker)
     await cluster.call("DELETE", f"/api/v1/namespaces/{NS}/pods/victim", gracePeriodSeconds="5")
     deadline = time.monotonic() + 10
     while await cluster.get("victim") is not None and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     assert await cluster.get("victim") is None
-    assert not _processes_with(marker)
+    assert not processes_with(marker)
     assert "Killing" in [e["reason"] for e in await cluster.events("victim")]
 
 
 async def test_stopping_the_kubelet_leaves_no_process_and_no_mount(tmp_path: Path) -> None:
-    _needs_root()
+    needs_root()
     marker = "sleep 4343.5"
     server = ApiServer(tokens={TOKEN: "admin"}, namespaces=[NS])
     await server.start()
@@ -548,11 +333,11 @@ async def test_stopping_the_kubelet_leaves_no_process_and_no_mount(tmp_path: Pat
         await c.create("longrun", [sh(marker)])
         await c.wait("longrun", lambda p: p["status"].get("phase") == "Running")
         await asyncio.sleep(0.2)
-        assert _processes_with(marker)
+        assert processes_with(marker)
         await kubelet.stop()
     await server.stop()
-    assert not _processes_with(marker)
-    assert _mounts_under(tmp_path) == []
+    assert not processes_with(marker)
+    assert mounts_under(tmp_path) == []
     assert not any((tmp_path / "state" / "pods").iterdir())
 
 

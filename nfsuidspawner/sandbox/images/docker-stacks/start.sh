@@ -1,8 +1,10 @@
 #!/bin/bash
 # Sandbox stand-in for the docker-stacks entrypoint start.sh, following its documented
-# behaviour (see facts.md): hooks, user rename and re-creation with NB_UID/NB_GID using the real
-# shadow-utils on the container's private /etc, home handling, then the switch to NB_USER.
-# `setpriv` replaces `sudo`: the final process has the user's uid/gids and no capabilities.
+# behaviour (see facts.md): the _START_SH_EXECUTED guard, hooks, user rename and re-creation with
+# NB_UID/NB_GID using the real shadow-utils on the container's private /etc, home handling, sudo's
+# secure_path, then the switch to NB_USER with the real sudo. sudo stays on as the command's
+# (root) parent and relays signals to it; the command has the user's uid, gid and groups from
+# /etc/group (initgroups) and no capabilities.
 set -e
 
 log() { echo "[start.sh] $*" >&2; }
@@ -14,6 +16,15 @@ if [ $# -gt 0 ]; then
     cmd=("$@")
 else
     cmd=(start-notebook.py)
+fi
+
+# start.sh is the ENTRYPOINT: started again (a CMD that names it), it only runs its command.
+if [ "${_START_SH_EXECUTED}" = 1 ]; then
+    log "WARNING: start.sh is the default ENTRYPOINT, do not include it in CMD"
+    log "Executing the command: ${cmd[*]}"
+    exec "${cmd[@]}"
+else
+    export _START_SH_EXECUTED=1
 fi
 
 run_hooks /usr/local/bin/start-notebook.d
@@ -74,16 +85,26 @@ if [ "$(id -u)" = 0 ]; then
             chown ${CHOWN_EXTRA_OPTS} "${NB_UID}:${NB_GID}" "${path}"
         done
     fi
+
+    export XDG_CACHE_HOME="/home/${NB_USER}/.cache"
+    # sudo finds the command in its secure_path, so ${CONDA_DIR}/bin goes first there.
+    sed -nE "s#^Defaults\s+secure_path\s*=\s*\"?([^\"]+)\"?#Defaults secure_path=\"${CONDA_DIR}/bin:\1\"#p" \
+        /etc/sudoers > /etc/sudoers.d/path
     if [ "${GRANT_SUDO}" = 1 ] || [ "${GRANT_SUDO}" = yes ]; then
-        log "WARNING: GRANT_SUDO is not supported by the sandbox image (there is no sudo)"
+        log "Granting ${NB_USER} passwordless sudo rights"
+        echo "${NB_USER} ALL=(ALL) NOPASSWD:ALL" > /etc/sudoers.d/added-by-start-script
     fi
 
     run_hooks /usr/local/bin/before-notebook.d
 
-    export HOME="/home/${NB_USER}" USER="${NB_USER}" LOGNAME="${NB_USER}"
     log "Running as ${NB_USER}: ${cmd[*]}"
-    exec setpriv --reuid="$(id -u "${NB_USER}")" --regid="$(id -g "${NB_USER}")" --init-groups \
-        --inh-caps=-all --ambient-caps=-all -- "${cmd[@]}"
+    # --preserve-env keeps the environment but for sudo's env_delete list (LD_*, PYTHONPATH, ...),
+    # hence the three passed again; --set-home sets HOME (and sudo USER, LOGNAME) for NB_USER.
+    exec sudo --preserve-env --set-home --user "${NB_USER}" \
+        LD_LIBRARY_PATH="${LD_LIBRARY_PATH}" \
+        PATH="${PATH}" \
+        PYTHONPATH="${PYTHONPATH:-}" \
+        "${cmd[@]}"
 else
     if ! whoami > /dev/null 2>&1 || [ "${NB_USER:-jovyan}" != "$(id -un)" ]; then
         if [ -w /etc/passwd ]; then
