@@ -245,6 +245,13 @@ def lab_volume_mounts(layout: Layout, identity: Identity | None) -> list[dict]:
         ]
     for extra in layout.extra_share_mounts:
         check_extra_share_mount(extra)
+        if any(PurePosixPath(extra["mountPath"]).is_relative_to(p) for p in ("/home", user_dir)):
+            raise NFSUIDError(
+                f"nfsuid: user {layout.user}: extra_share_mounts puts {extra['subPath']} at"
+                f" {extra['mountPath']}, inside /home or the user's directory, where the user"
+                " could turn the mount point into a link. Fix: mount it beside, such as"
+                f" {layout.share_mount_path}/{extra['subPath']}"
+            )
         mounts.append(
             {
                 "name": SHARE_VOLUME,
@@ -311,6 +318,9 @@ def pod_security_context(user: str, admin: dict | None) -> dict:
     appArmorProfile, a Localhost seccompProfile.
     """
     merged = {k: v for k, v in (admin or {}).items() if k not in IDENTITY_POD_FIELDS}
+    # The kubelet takes sysctl names with "/" as well as "." for separators.
+    for sysctl in merged.get("sysctls") or []:
+        sysctl["name"] = str(sysctl.get("name")).replace("/", ".")
     if (merged.get("seccompProfile") or {}).get("type") != "Localhost":
         merged["seccompProfile"] = dict(RUNTIME_DEFAULT_SECCOMP)
     sysctls = [s for s in merged.get("sysctls") or [] if s.get("name") != PORT_SYSCTL]

@@ -9,6 +9,8 @@ own parts, as the API server would receive it (a camelCase dict, see
 from __future__ import annotations
 
 import fnmatch
+import posixpath
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import PurePosixPath
 from typing import Any
@@ -40,6 +42,9 @@ ROOT_PHASE_ENV = (
     "ENV",
     "CONDARC",
     "XDG_CONFIG_HOME",
+    "LD_AUDIT",
+    "GCONV_PATH",
+    "LOCPATH",
 )
 # Where start.sh's root phase finds code when nothing in the environment says otherwise:
 # the docker-stacks image's PATH, its hook directories and root's home.
@@ -52,6 +57,12 @@ ROOT_PHASE_DIRS = (
     "/sbin",
     "/bin",
     "/root",
+    "/etc",
+    "/lib",
+    "/lib64",
+    "/usr/lib",
+    "/usr/lib64",
+    "/usr/local/lib",
     START_HOOK_DIR,
     BEFORE_HOOK_DIR,
 )
@@ -70,10 +81,18 @@ def _lab(pod: Pod) -> dict[str, Any]:
     return next(c for c in pod["spec"]["containers"] if c["name"] == NOTEBOOK_CONTAINER)
 
 
+def _normal(path: str) -> PurePosixPath:
+    return PurePosixPath("/" + posixpath.normpath("/" + path).lstrip("/"))
+
+
 def _overlap(a: str, b: str) -> bool:
     """One of two absolute paths is the other, or below it."""
-    pa, pb = PurePosixPath(a), PurePosixPath(b)
+    pa, pb = _normal(a), _normal(b)
     return pa == pb or pa in pb.parents or pb in pa.parents
+
+
+def _host(name: str) -> str:
+    return name.lower().rstrip(".")
 
 
 def check_share_aliases(
@@ -87,7 +106,7 @@ def check_share_aliases(
         nfs = volume.get("nfs") or {}
         if claim and claim == claim_name:
             what = f"the claim {claim}"
-        elif nfs and nfs_server and nfs.get("server") == nfs_server and nfs_export_path:
+        elif nfs and nfs_export_path and _host(nfs.get("server") or "") == _host(nfs_server):
             if not _overlap(nfs.get("path") or "/", nfs_export_path):
                 continue
             what = f"the export {nfs_server}:{nfs.get('path')}"
@@ -149,8 +168,9 @@ def _writable_mounts(pod: Pod, container: dict[str, Any]) -> Iterator[str]:
             yield mount["mountPath"]
 
 
-def _paths_in(value: str) -> Iterable[str]:
-    return [p for p in value.replace(" ", ":").split(":") if p.startswith("/")]
+def _paths_in(value: str) -> list[str]:
+    """The paths in a search-path value; a relative or empty one means the working dir, /."""
+    return ["/" + p.lstrip("/") for p in re.split(r"[:; ]", value)]
 
 
 def check_root_phase(pod: Pod, user: str, user_roots: Iterable[str]) -> None:
@@ -160,6 +180,15 @@ def check_root_phase(pod: Pod, user: str, user_roots: Iterable[str]) -> None:
     every writable volume mount of the lab container counts too.
     """
     lab = _lab(pod)
+    user_roots = list(user_roots)
+    for mount in lab.get("volumeMounts") or []:
+        if any(_overlap(mount["mountPath"], root) for root in user_roots):
+            raise NFSUIDError(
+                f"nfsuid: user {user}: the lab container mounts {mount['name']!r} at"
+                f" {mount['mountPath']}, inside /home or the user's directory, where the user"
+                " can turn the mount point into a link to a directory start.sh reads as root."
+                " Fix: mount it elsewhere"
+            )
     writable = [*user_roots, *_writable_mounts(pod, lab)]
     for mount in _writable_mounts(pod, lab):
         for place in ROOT_PHASE_DIRS:

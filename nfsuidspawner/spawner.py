@@ -275,10 +275,18 @@ class NFSUIDSpawner(KubeSpawner):
         self._configured = {name: copy.deepcopy(getattr(self, name)) for name in ADMIN_ONLY}
         self._from_user: dict[str, str] = {}
 
+    async def run_auth_state_hook(self, auth_state: Any) -> None:
+        # The first hook of every start. The Spawner object is reused, and KubeSpawner's
+        # profile overrides and user options set traits in place: what an earlier start's
+        # user input left in them must not pass for the admin's choice now.
+        for name in ADMIN_ONLY:
+            setattr(self, name, copy.deepcopy(self._configured[name]))
+        self._from_user = {}
+        await super().run_auth_state_hook(auth_state)
+
     async def _run_apply_user_options(self, user_options: dict) -> None:
         # JupyterHub (5.3+) applies user_options here, just before start(): note which of
         # the settings a root-phase lab runs it changes.
-        self._from_user = {}
         before = {name: copy.deepcopy(getattr(self, name)) for name in ADMIN_ONLY}
         await super()._run_apply_user_options(user_options)
         for name in ADMIN_ONLY:
@@ -369,7 +377,7 @@ class NFSUIDSpawner(KubeSpawner):
         )
         podcheck.check_env(theirs, layout.user, self.unsafe_allow_identity_overrides)
         if identity is None:
-            podcheck.check_root_phase(theirs, layout.user, ["/home", self.share_mount_path])
+            podcheck.check_root_phase(theirs, layout.user, ["/home", layout.share_path])
         share = manifests.share_volume(
             self.nfs_storage, self.nfs_server, self.nfs_export_path, self.nfs_pvc_name
         )

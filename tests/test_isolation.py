@@ -46,6 +46,7 @@ PROFILES = [
 async def spawn_pod(spawner: Any, user_options: dict[str, Any]) -> dict[str, Any]:
     """The pod after JupyterHub and KubeSpawner applied `user_options`, in their order."""
     spawner.user_options = user_options
+    await spawner.run_auth_state_hook(None)
     await spawner._run_apply_user_options(user_options)
     await spawner.load_user_options()
     return serialize(await spawner.get_pod_manifest())
@@ -171,7 +172,11 @@ async def test_the_root_phase_has_roots_own_home(build_pod):
         ("PATH", "/data/hpc/home/alice/bin:/usr/bin"),
         ("CONDARC", "/home/alice/.condarc"),
         ("LD_PRELOAD", "/data/hpc/home/alice/x.so"),
+        ("PATH", "data/hpc/home/alice/bin:/usr/bin"),
+        ("LD_LIBRARY_PATH", "/usr/lib;/data/hpc/home/alice"),
+        ("LD_AUDIT", "/home/alice/audit.so"),
     ],
+    ids=["pythonpath", "path", "condarc", "preload", "relative", "semicolon", "audit"],
 )
 async def test_root_phase_environment_into_user_writable_paths_is_refused(
     make_spawner, name, value
@@ -191,6 +196,37 @@ async def test_a_writable_volume_over_a_hook_directory_is_refused(make_spawner):
     )
 
     with pytest.raises(NFSUIDError, match=r"writable mount at /usr/local/bin/before-notebook\.d"):
+        await spawner.get_pod_manifest()
+
+
+async def test_a_writable_volume_over_etc_is_refused(make_spawner):
+    spawner = make_spawner(
+        {
+            "volumes": [{"name": "sudo", "persistentVolumeClaim": {"claimName": "sudoers"}}],
+            "volume_mounts": [{"name": "sudo", "mountPath": "/etc/sudoers.d"}],
+        }
+    )
+
+    with pytest.raises(NFSUIDError, match=r"writable mount at /etc/sudoers\.d, over /etc"):
+        await spawner.get_pod_manifest()
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"extra_share_mounts": [{"subPath": "datasets", "mountPath": "/data/hpc/home/alice/d"}]},
+        {
+            "volumes": [{"name": "cfg", "configMap": {"name": "lab"}}],
+            "volume_mounts": [{"name": "cfg", "mountPath": "/data/hpc/home/alice/cfg"}],
+        },
+    ],
+    ids=["extra-share-mount", "config-map"],
+)
+async def test_a_mount_inside_the_users_own_directory_is_refused(make_spawner, config):
+    """The user can make the mount point a link (to a hook directory, say) before it is used."""
+    spawner = make_spawner(config)
+
+    with pytest.raises(NFSUIDError, match="inside /home or the user's directory"):
         await spawner.get_pod_manifest()
 
 
@@ -262,6 +298,35 @@ async def test_a_command_from_user_input_is_refused(make_spawner, trait, value):
 
     with pytest.raises(NFSUIDError, match=f"user alice: {trait} came from user input"):
         await spawn_pod(spawner, {"anything": "x"})
+
+
+async def test_user_input_of_an_earlier_start_does_not_carry_over(make_spawner):
+    """The hub reuses the Spawner: a cmd typed in a refused start stayed in the trait, and
+    the next start passed it off as the admin's, running it as root instead of start.sh."""
+    profiles = [
+        {
+            "display_name": "Lab",
+            "slug": "lab",
+            "profile_options": {
+                "start": {
+                    "display_name": "Start command",
+                    "choices": {"lab": {"display_name": "Lab", "default": True}},
+                    "unlisted_choice": {
+                        "enabled": True,
+                        "display_name": "Other",
+                        "kubespawner_override": {"cmd": ["{value}"]},
+                    },
+                }
+            },
+        }
+    ]
+    spawner = make_spawner({"profile_list": profiles, "cmd": ["start-singleuser.py"]})
+    with pytest.raises(NFSUIDError, match="cmd came from user input"):
+        await spawn_pod(spawner, {"profile": "lab", "start--unlisted-choice": "/bin/sh"})
+
+    pod = await spawn_pod(spawner, {"profile": "lab", "start": "lab"})
+
+    assert notebook(pod)["args"][0] == "start-singleuser.py"
 
 
 async def test_the_hub_source_runs_any_image_as_the_user(make_spawner, hub_share):
