@@ -187,6 +187,8 @@ def _as_nobody(argv: list[str]) -> tuple[int, str]:
     """Run `nfsuidspawner ARGV` as uid 65534 in a fork of this process: its exit code and
     stderr. A fork, not the console script, because a clone in a directory only root can
     enter (CI's) has a venv that nobody cannot even execute."""
+    from nfsuidspawner import cli  # imported as root: nobody may not read this clone
+
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -196,8 +198,6 @@ def _as_nobody(argv: list[str]) -> tuple[int, str]:
             os.setgroups([])
             os.setgid(65534)
             os.setuid(65534)
-            from nfsuidspawner import cli
-
             code = cli.main(argv)
             sys.stderr.flush()
         finally:
