@@ -2,7 +2,7 @@
 
 Everything here is pure. Each check reads KubeSpawner's pod before the spawner adds its
 own parts, as the API server would receive it (a camelCase dict, see
-:func:`nfsuidspawner.manifests.as_dict`), and raises
+:func:`nfsuidspawner.inject.as_dict`), and raises
 :class:`~nfsuidspawner.errors.NFSUIDError` naming the user, the setting and the fix.
 """
 

@@ -23,7 +23,7 @@ from traitlets import (
     validate,
 )
 
-from . import manifests, podcheck, status
+from . import inject, manifests, podcheck, status
 from .errors import NFSUIDError
 from .identity import (
     IMAGE_ACCOUNT_NAMES,
@@ -358,7 +358,7 @@ class NFSUIDSpawner(KubeSpawner):
     def get_args(self) -> list[str]:
         args = super().get_args()
         if not self.notebook_dir:
-            # The lab starts in / (see manifests.inject); open it at the user's home.
+            # The lab starts in / (see inject.inject); open it at the user's home.
             args.append(f"--ServerApp.root_dir={self._layout().home}")
         return args
 
@@ -371,7 +371,7 @@ class NFSUIDSpawner(KubeSpawner):
             )
         pod = await super().get_pod_manifest()
         # What config, profiles and user options made, before the spawner adds its own.
-        theirs = manifests.as_dict(pod)
+        theirs = inject.as_dict(pod)
         podcheck.check_share_aliases(
             theirs, layout.user, self.nfs_pvc_name, self.nfs_server, self.nfs_export_path
         )
@@ -381,11 +381,11 @@ class NFSUIDSpawner(KubeSpawner):
         share = manifests.share_volume(
             self.nfs_storage, self.nfs_server, self.nfs_export_path, self.nfs_pvc_name
         )
-        parts = manifests.pod_parts(
+        parts = inject.pod_parts(
             layout, share, identity, self.init_image, self.min_uid, self.min_gid
         )
         self.identity = identity
-        return manifests.inject(pod, parts, layout.user)
+        return inject.inject(pod, parts, layout.user)
 
     def start(self) -> asyncio.Future:
         return asyncio.ensure_future(self._start_checked())

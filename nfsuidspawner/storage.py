@@ -9,7 +9,7 @@ from kubernetes_asyncio.client import CoreV1Api
 from kubernetes_asyncio.client.rest import ApiException
 
 from .errors import NFSUIDError
-from .manifests import as_dict
+from .inject import as_dict
 
 PV_RULE = '{apiGroups: [""], resources: ["persistentvolumes"], verbs: ["get", "create"]}'
 

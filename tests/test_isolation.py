@@ -14,7 +14,8 @@ import pytest
 from kubernetes_asyncio.client import models
 
 from nfsuidspawner import NFSUIDError
-from nfsuidspawner.manifests import PORT_SYSCTL, SHARE_VOLUME
+from nfsuidspawner.inject import PORT_SYSCTL
+from nfsuidspawner.manifests import SHARE_VOLUME
 
 from .conftest import SOURCES, STORAGE, env_of, notebook, serialize
 
