@@ -15,6 +15,16 @@ from pathlib import Path
 from . import manifests
 
 DEMO_USERS = {"alice": (2001, 3001), "bob": (2002, 3002)}
+# alice and bob share the project group p1: /data/hpc/projects/p1, setgid, group-only.
+DEMO_PROJECT = ("p1", 5001)
+DEMO_CONFIG = f"""
+c.NFSUIDSpawner.supplemental_groups = lambda spawner: (
+    [({DEMO_PROJECT[1]}, {DEMO_PROJECT[0]!r})] if spawner.user.name in {sorted(DEMO_USERS)!r} else []
+)
+c.NFSUIDSpawner.extra_share_mounts = [
+    {{"subPath": "projects", "mountPath": "/data/hpc/projects", "readOnly": False}}
+]
+"""
 DEMO_SERVER = "aixsky.msxf.local"
 DEMO_EXPORT = "/hpc"
 NAMESPACE = "jupyter-system"
@@ -48,6 +58,11 @@ def _make_demo_share(root: Path) -> Path:
         for path in (home, home / "README.txt"):
             os.chown(path, uid, gid)
         home.chmod(0o700)
+    name, gid = DEMO_PROJECT
+    project = export / "projects" / name
+    project.mkdir(parents=True)
+    os.chown(project, 0, gid)
+    project.chmod(0o2770)
     return export
 
 
@@ -75,6 +90,8 @@ async def demo(port: int) -> int:
     try:
         await sandbox.start()
         await sandbox.apply(_demo_pv_pvc())
+        config = root / "demo_config.py"
+        config.write_text(DEMO_CONFIG)
         settings = HubSettings(
             state_dir=str(root / "hub"),
             kubeconfig=str(sandbox.kubeconfig),
@@ -82,6 +99,7 @@ async def demo(port: int) -> int:
             users=[*DEMO_USERS, "admin"],
             password="demo",
             port=port,
+            extra_config=[str(config)],
         )
         hub = HubProcess(settings)
         hub.launch()  # from this thread, which outlives the hub
@@ -96,7 +114,9 @@ nfsuidspawner demo is running: {settings.url}
 
   Log in as alice or bob (password: demo). Each lab runs as the owner of that user's
   directory on the demo share ({DEMO_SERVER}:{DEMO_EXPORT}), alice as uid 2001 and
-  bob as uid 2002, and sees /data/hpc/home/<user> and /home/<user> only.
+  bob as uid 2002, and sees /data/hpc/home/<user> and /home/<user> only. Both are in
+  the project group {DEMO_PROJECT[0]} (gid {DEMO_PROJECT[1]}): what one writes in
+  /data/hpc/projects/{DEMO_PROJECT[0]} the other can read and change.
   Log in as admin (password: demo) for the admin panel: {settings.url}/hub/admin
 
   Files: {root}   Hub log: {hub.log_path}

@@ -32,7 +32,14 @@ from .manifests import (
 PORT_SYSCTL = "net.ipv4.ip_unprivileged_port_start"
 PRIVILEGED_PORTS = 1024
 # The pod securityContext fields that decide who the lab is. The spawner owns them.
-IDENTITY_POD_FIELDS = ("runAsUser", "runAsGroup", "runAsNonRoot", "fsGroup", "supplementalGroups")
+IDENTITY_POD_FIELDS = (
+    "runAsUser",
+    "runAsGroup",
+    "runAsNonRoot",
+    "fsGroup",
+    "supplementalGroups",
+    "supplementalGroupsPolicy",
+)
 
 
 def as_dict(obj: Any) -> Any:
@@ -51,13 +58,17 @@ def as_dict(obj: Any) -> Any:
     return obj
 
 
-def pod_security_context(user: str, admin: dict | None) -> dict:
+def pod_security_context(user: str, admin: dict | None, groups: PodGroups | None = None) -> dict:
     """The admin's pod securityContext, with the identity fields and the port sysctl ours.
 
     Everything else an admin set survives: other sysctls, seLinuxOptions,
     appArmorProfile, a Localhost seccompProfile.
     """
     merged = {k: v for k, v in (admin or {}).items() if k not in IDENTITY_POD_FIELDS}
+    if groups and groups.gids:
+        merged["supplementalGroups"] = list(groups.gids)
+    if groups and groups.strict:
+        merged["supplementalGroupsPolicy"] = "Strict"
     # The kubelet takes sysctl names with "/" as well as "." for separators.
     for sysctl in merged.get("sysctls") or []:
         sysctl["name"] = str(sysctl.get("name")).replace("/", ".")
@@ -99,6 +110,14 @@ def without_bind_service(user: str, name: str, security: dict | None) -> dict:
 
 
 @dataclass(frozen=True)
+class PodGroups:
+    """The pod's supplementalGroups, and whether the image's /etc/group may add any."""
+
+    gids: tuple[int, ...]
+    strict: bool
+
+
+@dataclass(frozen=True)
 class PodParts:
     """Everything nfsuidspawner adds to one pod."""
 
@@ -108,6 +127,7 @@ class PodParts:
     env: dict[str, str]
     security_context: dict
     restart_policy: str
+    groups: PodGroups | None
 
 
 def pod_parts(
@@ -117,9 +137,10 @@ def pod_parts(
     init_image: str,
     min_uid: int,
     min_gid: int,
+    strict_groups: bool = False,
 ) -> PodParts:
     return PodParts(
-        volumes=lab_volumes(share, identity),
+        volumes=lab_volumes(share),
         init_container=identity_init_container(layout, init_image, min_uid, min_gid, identity),
         mounts=lab_volume_mounts(layout, identity),
         env=lab_env(layout, identity),
@@ -128,6 +149,9 @@ def pod_parts(
         # run start.sh's root phase again, next to whatever the user left in the pod's
         # emptyDirs. The hub sees the server stop, and the next start gets a fresh pod.
         restart_policy="OnFailure" if identity else "Never",
+        # A lab that starts as the user gets its groups from the pod. One that starts as
+        # root gets them from /etc/group, through start.sh's sudo (the groups hook).
+        groups=PodGroups(tuple(g.gid for g in layout.groups), strict_groups) if identity else None,
     )
 
 
@@ -161,7 +185,7 @@ def inject(pod: models.V1Pod, parts: PodParts, user: str) -> models.V1Pod:
     spec.init_containers = [get_k8s_model(models.V1Container, parts.init_container)] + (
         spec.init_containers or []
     )
-    spec.security_context = pod_security_context(user, as_dict(spec.security_context))
+    spec.security_context = pod_security_context(user, as_dict(spec.security_context), parts.groups)
     spec.restart_policy = parts.restart_policy
 
     notebook.volume_mounts = (notebook.volume_mounts or []) + [

@@ -12,8 +12,9 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from .errors import NFSUIDError
+from .groups import Group
 from .identity import Identity
-from .script import GROUPS_HOOK_NAME, HOOK_NAME, identity_script
+from .script import GROUP, GROUPS_HOOK_NAME, HOOK_NAME, JUPYTER_CONFIG_DIR, PASSWD, identity_script
 
 SHARE_VOLUME = "nfsuid-share"
 RUN_VOLUME = "nfsuid-run"
@@ -25,6 +26,8 @@ NOTEBOOK_CONTAINER = "notebook"
 # user, and before it switches to the user.
 START_HOOK_DIR = "/usr/local/bin/start-notebook.d"
 BEFORE_HOOK_DIR = "/usr/local/bin/before-notebook.d"
+# Where the lab finds the Jupyter config the initContainer writes (JUPYTER_CONFIG_PATH).
+JUPYTER_CONFIG_PATH = "/etc/nfsuid/jupyter"
 
 # Environment that decides who the lab runs as, or hands it root. The spawner
 # owns these; see NFSUIDSpawner.unsafe_allow_identity_overrides.
@@ -57,7 +60,8 @@ class Layout:
     share_mount_path: str
     nb_user: str
     home_symlink: bool = True
-    extra_share_mounts: tuple[dict[str, str], ...] = field(default_factory=tuple)
+    extra_share_mounts: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    groups: tuple[Group, ...] = ()
 
     @property
     def share_path(self) -> str:
@@ -73,10 +77,13 @@ def check_extra_share_mount(mount: dict[str, Any]) -> None:
     """An extra mount names a subdirectory of the share: never the root, never outside it."""
     sub_path = mount.get("subPath")
     mount_path = mount.get("mountPath")
-    if set(mount) - {"subPath", "mountPath"}:
+    if set(mount) - {"subPath", "mountPath", "readOnly"}:
         raise ValueError(
-            f"extra_share_mounts entry {mount!r} has keys other than subPath and mountPath"
+            f"extra_share_mounts entry {mount!r} has keys other than subPath, mountPath"
+            " and readOnly"
         )
+    if not isinstance(mount.get("readOnly", True), bool):
+        raise ValueError(f"extra_share_mounts entry {mount!r}: readOnly must be true or false")
     if not isinstance(sub_path, str) or not isinstance(mount_path, str):
         raise ValueError(f"extra_share_mounts entry {mount!r} needs subPath and mountPath strings")
     parts = PurePosixPath(sub_path).parts
@@ -158,7 +165,8 @@ def identity_init_container(
     without following links, before any container mounts that directory: a kubelet
     follows links in a subPath, and creates a missing subPath on the share. Without
     a known identity it runs as nobody, which needs only search permission on the way.
-    With one it runs as that user and refuses a directory the user does not own.
+    With one it runs as that user, refuses a directory the user does not own, and
+    writes the image's passwd and group with the user's account and groups added.
     """
     env = {
         "NFSUID_USER": layout.user,
@@ -168,17 +176,21 @@ def identity_init_container(
         "NFSUID_PATH": layout.share_path,
         "NFSUID_MIN_UID": str(min_uid),
         "NFSUID_MIN_GID": str(min_gid),
+        "NFSUID_RUN": "/nfsuid/run",
+        "NFSUID_NB_USER": layout.nb_user,
+        "NFSUID_NB_GROUP": layout.nb_user,
+        "NFSUID_HOME": layout.home,
     }
-    mounts = [{"name": SHARE_VOLUME, "mountPath": "/nfsuid/share", "readOnly": True}]
+    if layout.groups:
+        env["NFSUID_GROUPS"] = " ".join(f"{g.gid}:{g.name}" for g in layout.groups)
+    mounts = [
+        {"name": SHARE_VOLUME, "mountPath": "/nfsuid/share", "readOnly": True},
+        {"name": RUN_VOLUME, "mountPath": "/nfsuid/run"},
+    ]
     if identity is None:
-        env |= {
-            "NFSUID_RUN": "/nfsuid/run",
-            "NFSUID_NB_USER": layout.nb_user,
-            "NFSUID_NB_GROUP": layout.nb_user,
-        }
-        mounts.append({"name": RUN_VOLUME, "mountPath": "/nfsuid/run"})
+        env["NFSUID_HOOKS"] = "1"
     else:
-        env["NFSUID_EXPECT_UID"] = str(identity.uid)
+        env |= {"NFSUID_EXPECT_UID": str(identity.uid), "NFSUID_ETC": "1"}
     if layout.home_symlink:
         env["NFSUID_HOME_LINK"] = f"/nfsuid/home/{layout.nb_user}"
     else:
@@ -198,40 +210,37 @@ def identity_init_container(
     }
 
 
-def lab_volumes(share: dict, identity: Identity | None) -> list[dict]:
-    volumes = [share, {"name": HOME_VOLUME, "emptyDir": {}}]
-    if identity is None:
-        volumes.append({"name": RUN_VOLUME, "emptyDir": {}})
-    return volumes
+def lab_volumes(share: dict) -> list[dict]:
+    return [share, {"name": HOME_VOLUME, "emptyDir": {}}, {"name": RUN_VOLUME, "emptyDir": {}}]
+
+
+def _from_run(sub_path: str, mount_path: str) -> dict:
+    """A file or directory the initContainer wrote, read-only in the lab."""
+    return {"name": RUN_VOLUME, "subPath": sub_path, "mountPath": mount_path, "readOnly": True}
 
 
 def lab_volume_mounts(layout: Layout, identity: Identity | None) -> list[dict]:
-    """The user's directory, /home, the identity hook and the extra read-only mounts.
+    """The user's directory, /home, what the initContainer wrote, and the extra mounts.
 
     Every mount of the share has a subPath: the share root is never in the lab. /home
     holds only what the initContainer made (the link, or the mount point) and is
-    read-only, so that nothing the user writes there outlives their lab.
+    read-only, so that nothing the user writes there outlives their lab. Without an
+    identity, start.sh's hooks make the account; with one, /etc/passwd and /etc/group
+    are the image's with the account added, read-only: never writable by the user.
     """
     user_dir = layout.share_path if layout.home_symlink else layout.home
     mounts = [
         {"name": HOME_VOLUME, "mountPath": "/home", "readOnly": True},
         {"name": SHARE_VOLUME, "subPath": layout.home_dir, "mountPath": user_dir},
+        _from_run(JUPYTER_CONFIG_DIR, JUPYTER_CONFIG_PATH),
     ]
     if identity is None:
         mounts += [
-            {
-                "name": RUN_VOLUME,
-                "subPath": HOOK_NAME,
-                "mountPath": f"{START_HOOK_DIR}/{HOOK_NAME}",
-                "readOnly": True,
-            },
-            {
-                "name": RUN_VOLUME,
-                "subPath": GROUPS_HOOK_NAME,
-                "mountPath": f"{BEFORE_HOOK_DIR}/{GROUPS_HOOK_NAME}",
-                "readOnly": True,
-            },
+            _from_run(HOOK_NAME, f"{START_HOOK_DIR}/{HOOK_NAME}"),
+            _from_run(GROUPS_HOOK_NAME, f"{BEFORE_HOOK_DIR}/{GROUPS_HOOK_NAME}"),
         ]
+    else:
+        mounts += [_from_run(PASSWD, "/etc/passwd"), _from_run(GROUP, "/etc/group")]
     for extra in layout.extra_share_mounts:
         check_extra_share_mount(extra)
         if any(PurePosixPath(extra["mountPath"]).is_relative_to(p) for p in ("/home", user_dir)):
@@ -246,7 +255,7 @@ def lab_volume_mounts(layout: Layout, identity: Identity | None) -> list[dict]:
                 "name": SHARE_VOLUME,
                 "subPath": extra["subPath"],
                 "mountPath": extra["mountPath"],
-                "readOnly": True,
+                "readOnly": extra.get("readOnly", True),
             }
         )
     return mounts
@@ -260,8 +269,9 @@ def lab_env(layout: Layout, identity: Identity | None) -> dict[str, str]:
     start.sh's sudo --set-home gives the lab the user's own.
     """
     if identity is None:
-        return {"HOME": "/root"}
+        return {"HOME": "/root", "JUPYTER_CONFIG_PATH": JUPYTER_CONFIG_PATH}
     return {
+        "JUPYTER_CONFIG_PATH": JUPYTER_CONFIG_PATH,
         "NB_USER": layout.nb_user,
         "NB_UID": str(identity.uid),
         "NB_GID": str(identity.gid),

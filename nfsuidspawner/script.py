@@ -1,7 +1,7 @@
 """The identity initContainer's shell script, generated from the hub's own refusals.
 
-The script runs in a small image (busybox by default), so it is POSIX sh and
-uses only `stat -c`, `ln`, `mkdir`, `mv` and `printf`. It reads its inputs from the
+The script runs in the lab's own image (or `init_image`), so it is POSIX sh and uses
+only `stat -c`, `ln`, `mkdir`, `mv`, `cat` and `printf`. It reads its inputs from the
 environment (see :func:`nfsuidspawner.manifests.identity_init_container`):
 
 NFSUID_USER        the hub username, for messages
@@ -12,8 +12,13 @@ NFSUID_PATH        the directory as the lab sees it, the home link's target
 NFSUID_MIN_UID, NFSUID_MIN_GID
 NFSUID_EXPECT_UID  set when the uid is already known (hub or callable source):
                    the directory must be owned by it
-NFSUID_RUN         set when the script must write the start hooks there
-NFSUID_NB_USER, NFSUID_NB_GROUP   the account names the hook exports
+NFSUID_RUN         where it writes what the lab container mounts read-only
+NFSUID_HOOKS       set when start.sh makes the account (no known identity): write the
+                   start hooks that export NB_* and give the groups
+NFSUID_ETC         set when the identity is known: write the image's passwd and group
+                   with the user's account and groups in them
+NFSUID_NB_USER, NFSUID_NB_GROUP, NFSUID_HOME   the account's names and home
+NFSUID_GROUPS      the supplementary groups the hub granted, "gid:name gid:name"
 NFSUID_HOME_LINK   set to the path of the /home/<user> symlink to create
 NFSUID_HOME_MOUNTPOINT   or to the empty directory the user's directory is mounted on
 NFSUID_TERMINATION_LOG   where Kubernetes reads the failure reason
@@ -35,11 +40,14 @@ import re
 from .identity import REFUSALS
 
 HOOK_NAME = "nfsuid-identity.sh"
+# start.sh's useradd puts NB_USER in group 100 ("users") as well, and sudo sets the lab's
+# groups from /etc/group. This before-notebook.d hook, run as root before the switch,
+# creates the granted groups and makes them, and only them, NB_USER's.
 GROUPS_HOOK_NAME = "nfsuid-groups.sh"
-# start.sh's useradd puts NB_USER in group 100 ("users") as well. A lab keeps only
-# the groups of its directory's owner, so this before-notebook.d hook, run as root
-# before the switch, takes every supplementary group away again.
-GROUPS_HOOK = 'usermod -G "" "$NB_USER"'
+PASSWD, GROUP = "passwd", "group"
+JUPYTER_CONFIG_DIR = "jupyter"
+# The lab's working dir is / (see manifests); terminals open in the server's working dir.
+JUPYTER_CONFIG = ("import os", 'os.chdir(os.path.expanduser("~"))')
 
 _SHELL_FIELDS = {
     "uid": "$uid",
@@ -97,12 +105,49 @@ if [ "$gid" -lt "$NFSUID_MIN_GID" ]; then {_refuse("low_gid")}; fi
 if [ -n "${{NFSUID_EXPECT_UID:-}}" ] && [ "$uid" -ne "$NFSUID_EXPECT_UID" ]; then
   {_refuse("wrong_owner")}
 fi
-if [ -n "${{NFSUID_RUN:-}}" ]; then
+groups=""
+names=""
+for g in ${{NFSUID_GROUPS:-}}; do
+  if [ "${{g%%:*}}" -eq "$gid" ]; then continue; fi
+  groups="$groups $g"
+  names="${{names:+$names,}}${{g#*:}}"
+done
+run=$NFSUID_RUN
+if [ -n "${{NFSUID_HOOKS:-}}" ]; then
   printf 'export NB_USER=%s NB_UID=%s NB_GID=%s NB_GROUP=%s\\n' \\
-    "$NFSUID_NB_USER" "$uid" "$gid" "$NFSUID_NB_GROUP" > "$NFSUID_RUN/{HOOK_NAME}.tmp"
-  mv "$NFSUID_RUN/{HOOK_NAME}.tmp" "$NFSUID_RUN/{HOOK_NAME}"
-  printf '%s\\n' '{GROUPS_HOOK}' > "$NFSUID_RUN/{GROUPS_HOOK_NAME}"
+    "$NFSUID_NB_USER" "$uid" "$gid" "$NFSUID_NB_GROUP" > "$run/{HOOK_NAME}.tmp"
+  mv "$run/{HOOK_NAME}.tmp" "$run/{HOOK_NAME}"
+  for g in $groups; do
+    printf 'getent group %s >/dev/null || groupadd --non-unique --gid %s %s\\n' \\
+      "${{g#*:}}" "${{g%%:*}}" "${{g#*:}}"
+  done > "$run/{GROUPS_HOOK_NAME}"
+  printf 'usermod -G "%s" "$NB_USER"\\n' "$names" >> "$run/{GROUPS_HOOK_NAME}"
 fi
+if [ -n "${{NFSUID_ETC:-}}" ]; then
+  while IFS= read -r line; do
+    rest=${{line#*:}}; rest=${{rest#*:}}
+    if [ "${{line%%:*}}" != "$NFSUID_NB_USER" ] && [ "${{rest%%:*}}" != "$uid" ]; then
+      printf '%s\\n' "$line"
+    fi
+  done < /etc/passwd > "$run/{PASSWD}"
+  printf '%s:x:%s:%s::%s:/bin/bash\\n' "$NFSUID_NB_USER" "$uid" "$gid" "$NFSUID_HOME" \\
+    >> "$run/{PASSWD}"
+  while IFS= read -r line; do
+    name=${{line%%:*}}; rest=${{line#*:}}; rest=${{rest#*:}}; g=${{rest%%:*}}
+    keep=yes
+    for taken in "$gid:$NFSUID_NB_GROUP" $groups; do
+      if [ "$name" = "${{taken#*:}}" ] || [ "$g" = "${{taken%%:*}}" ]; then keep=; fi
+    done
+    if [ -n "$keep" ]; then printf '%s\\n' "$line"; fi
+  done < /etc/group > "$run/{GROUP}"
+  printf '%s:x:%s:\\n' "$NFSUID_NB_GROUP" "$gid" >> "$run/{GROUP}"
+  for g in $groups; do
+    printf '%s:x:%s:%s\\n' "${{g#*:}}" "${{g%%:*}}" "$NFSUID_NB_USER" >> "$run/{GROUP}"
+  done
+fi
+mkdir -p "$run/{JUPYTER_CONFIG_DIR}"
+printf '%s\\n' {" ".join(f"'{line}'" for line in JUPYTER_CONFIG)} \\
+  > "$run/{JUPYTER_CONFIG_DIR}/jupyter_server_config.py"
 if [ -n "${{NFSUID_HOME_LINK:-}}" ]; then
   ln -sfn "$NFSUID_PATH" "$NFSUID_HOME_LINK"
 fi

@@ -16,8 +16,10 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from jupyterhub.utils import maybe_future
+
 from .errors import NFSUIDError
-from .identity import Identity, check_ids, check_type
+from .identity import NOBODY, Identity, check_ids, check_type
 
 T = TypeVar("T")
 
@@ -139,3 +141,47 @@ def nss_identity(spawner: Any) -> Identity:
             " (NSS). Fix: make the hub's nsswitch reach your groups"
         ) from None
     return Identity(entry.pw_uid, entry.pw_gid)
+
+
+def _nss_groups(name: str) -> list[tuple[int, str]]:
+    try:
+        base = pwd.getpwnam(name).pw_gid
+    except KeyError:
+        base = NOBODY  # getgrouplist still finds the groups that list the name
+    found = []
+    for gid in os.getgrouplist(name, base):
+        if gid == base == NOBODY:
+            continue
+        try:
+            found.append((gid, grp.getgrgid(gid).gr_name))
+        except KeyError:
+            found.append((gid, ""))  # no name: the guard rails leave it out, saying so
+    return found
+
+
+async def supplementary_groups(source: Any, spawner: Any, timeout: float) -> list[tuple[int, str]]:
+    """The (gid, name) pairs `source` gives for the spawner's user, before the guard rails.
+
+    "none" gives none; "nss" asks the hub's NSS (os.getgrouplist, names from grp), in a
+    thread with `timeout`, since LDAP or SSSD can hang; a callable may be sync or async.
+    """
+    user = spawner.user.name
+    if source == "none":
+        return []
+    if source == "nss":
+        try:
+            return await in_daemon_thread(f"groups:{user}", lambda: _nss_groups(user), timeout)
+        except TimeoutError:
+            raise NFSUIDError(
+                f"nfsuid: user {user}: the hub's NSS did not list the user's groups within"
+                f" {timeout:g} s. Fix: check the hub's LDAP or SSSD, or raise"
+                " c.NFSUIDSpawner.identity_timeout"
+            ) from None
+    found = await maybe_future(source(spawner))
+    try:
+        return [(int(gid), str(name)) for gid, name in found]
+    except (TypeError, ValueError):
+        raise NFSUIDError(
+            f"nfsuid: user {user}: supplemental_groups returned {found!r}, not a list of"
+            " (gid, name) pairs. Fix: return [(5001, 'p1'), ...]"
+        ) from None

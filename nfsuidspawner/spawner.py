@@ -25,6 +25,7 @@ from traitlets import (
 
 from . import inject, manifests, podcheck, status
 from .errors import NFSUIDError
+from .groups import Groups, check_groups
 from .identity import (
     IMAGE_ACCOUNT_NAMES,
     Identity,
@@ -33,7 +34,7 @@ from .identity import (
     home_dir,
     unix_name,
 )
-from .sources import owner_on_hub_mount
+from .sources import owner_on_hub_mount, supplementary_groups
 from .storage import ensure_share
 
 # What a lab of the initcontainer source runs as root, before start.sh switches users.
@@ -214,9 +215,56 @@ class NFSUIDSpawner(KubeSpawner):
         """,
     )
     init_image = Unicode(
-        "docker.io/library/busybox:1.37",
+        "",
         config=True,
-        help="The image of the identity initContainer. It needs ``sh``, ``stat -c``, ``ln``, ``mkdir``, ``mv`` and ``cat``.",
+        help="""
+        The image of the identity initContainer. Empty (the default): the lab's own image,
+        which the node pulls for the lab anyway, so a site with a private registry mirrors
+        nothing more; with a known identity it is also where the image's /etc/passwd and
+        /etc/group are read from. It needs ``sh``, ``stat -c``, ``ln``, ``mkdir``, ``mv``
+        and ``cat``.
+        """,
+    )
+
+    # --- Groups: what else the user's processes are ------------------------------------
+
+    supplemental_groups = Union(
+        [Enum(["none", "nss"]), Callable()],
+        default_value="none",
+        config=True,
+        help="""
+        The lab's supplementary groups, for group-owned project directories on the share.
+
+        - ``none``: only the directory owner's primary group.
+        - ``nss``: the hub's NSS (``os.getgrouplist`` for the hub username, names from
+          ``grp``; LDAP or SSSD through nsswitch), in a thread with
+          :attr:`identity_timeout`.
+        - a callable ``(spawner) -> [(gid, name), ...]``, sync or async.
+
+        Every group passes guard rails like the primary group's: never gid 0 or 65534;
+        below :attr:`min_gid` only if :attr:`allowed_low_gids` names it; each gid and name
+        once; a name groupadd takes that the image does not have. A group that fails is
+        left out, never granted: the hub log and the spawn's progress say which and why.
+        The lab's processes end with exactly the owner's uid and gid and these groups, in
+        every source. NFS with AUTH_SYS carries only 16 groups per request unless the
+        server looks them up itself (``rpc.mountd --manage-gids``).
+        """,
+    )
+    allowed_low_gids = List(
+        Integer(),
+        config=True,
+        help="Supplementary gids below :attr:`min_gid` that may still be granted (0 and 65534 never are).",
+    )
+    strict_supplemental_groups = Bool(
+        False,
+        config=True,
+        help="""
+        Set the pod's ``supplementalGroupsPolicy: Strict`` (Kubernetes 1.35; beta in 1.33,
+        with containerd 2.0+ or CRI-O 1.31+), so that the image's /etc/group adds no group to
+        a lab that starts as the user (``hub`` and callable sources). Leave it off on
+        clusters without it. A lab that starts as root gets its groups from start.sh's sudo
+        either way.
+        """,
     )
     image_account_names = List(
         Unicode(),
@@ -274,6 +322,8 @@ class NFSUIDSpawner(KubeSpawner):
         # The admin's own values, before any profile or user option touches the traits.
         self._configured = {name: copy.deepcopy(getattr(self, name)) for name in ADMIN_ONLY}
         self._from_user: dict[str, str] = {}
+        # What the spawner decided, for the spawn's progress events.
+        self._notes: list[str] = []
 
     async def run_auth_state_hook(self, auth_state: Any) -> None:
         # The first hook of every start. The Spawner object is reused, and KubeSpawner's
@@ -282,6 +332,7 @@ class NFSUIDSpawner(KubeSpawner):
         for name in ADMIN_ONLY:
             setattr(self, name, copy.deepcopy(self._configured[name]))
         self._from_user = {}
+        self._notes = []
         await super().run_auth_state_hook(auth_state)
 
     async def _run_apply_user_options(self, user_options: dict) -> None:
@@ -362,9 +413,37 @@ class NFSUIDSpawner(KubeSpawner):
             args.append(f"--ServerApp.root_dir={self._layout().home}")
         return args
 
+    async def _groups(self, layout: manifests.Layout, identity: Identity | None) -> Groups:
+        found = await supplementary_groups(self.supplemental_groups, self, self.identity_timeout)
+        groups = check_groups(
+            found,
+            identity.gid if identity else None,
+            layout.nb_user,
+            self.min_gid,
+            self.allowed_low_gids,
+            self.image_account_names,
+        )
+        for reason in groups.refused:
+            self.log.warning("nfsuid: user %s: %s", layout.user, reason)
+            self._notes.append(f"nfsuid: user {layout.user}: {reason}")
+        return groups
+
+    async def progress(self) -> Any:
+        # The notes are made while the pod is built, before its first Kubernetes event.
+        sent = 0
+        async for event in super().progress():
+            for note in self._notes[sent:]:
+                yield {"progress": event.get("progress", 1), "message": note}
+            sent = len(self._notes)
+            yield event
+        for note in self._notes[sent:]:
+            yield {"progress": 99, "message": note}
+
     async def get_pod_manifest(self) -> Any:
         layout = self._layout()
         identity = await self._known_identity(layout)
+        groups = await self._groups(layout, identity)
+        layout = dataclasses.replace(layout, groups=groups.granted)
         if identity is None:
             podcheck.check_admin_choices(
                 layout.user, self.image, self.allowed_images, self._from_user
@@ -382,7 +461,13 @@ class NFSUIDSpawner(KubeSpawner):
             self.nfs_storage, self.nfs_server, self.nfs_export_path, self.nfs_pvc_name
         )
         parts = inject.pod_parts(
-            layout, share, identity, self.init_image, self.min_uid, self.min_gid
+            layout,
+            share,
+            identity,
+            self.init_image or self.image,
+            self.min_uid,
+            self.min_gid,
+            self.strict_supplemental_groups,
         )
         self.identity = identity
         return inject.inject(pod, parts, layout.user)

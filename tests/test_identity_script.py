@@ -14,9 +14,10 @@ import pytest
 
 from nfsuidspawner.identity import refusal
 from nfsuidspawner.script import (
-    GROUPS_HOOK,
+    GROUP,
     GROUPS_HOOK_NAME,
     HOOK_NAME,
+    PASSWD,
     identity_script,
     parse_resolved,
 )
@@ -81,8 +82,10 @@ def run_script(
         script_env(share, name)
         | {
             "NFSUID_RUN": str(run),
+            "NFSUID_HOOKS": "1",
             "NFSUID_NB_USER": name.lower(),
             "NFSUID_NB_GROUP": name.lower(),
+            "NFSUID_HOME": f"/home/{name.lower()}",
             "NFSUID_HOME_LINK": str(homes / name.lower()),
             "NFSUID_TERMINATION_LOG": str(tmp_path / "termination-log"),
         }
@@ -111,9 +114,100 @@ def test_owner_becomes_the_identity_hook(share: Path, tmp_path: Path, name: str)
 
 
 def test_groups_hook_takes_away_supplementary_groups(share: Path, tmp_path: Path) -> None:
+    """start.sh's useradd adds group 100 (users); the lab keeps only what the hub granted."""
     run_script(share, "alice", tmp_path)
 
-    assert (tmp_path / "run" / GROUPS_HOOK_NAME).read_text() == GROUPS_HOOK + "\n"
+    assert (tmp_path / "run" / GROUPS_HOOK_NAME).read_text() == 'usermod -G "" "$NB_USER"\n'
+
+
+def test_groups_hook_creates_and_grants_exactly_the_granted_groups(
+    share: Path, tmp_path: Path
+) -> None:
+    """3001 is alice's primary gid: it is her group already, not a supplementary one."""
+    run_script(share, "alice", tmp_path, NFSUID_GROUPS="5001:p1 3001:alice 5002:p2")
+
+    assert (tmp_path / "run" / GROUPS_HOOK_NAME).read_text() == (
+        "getent group p1 >/dev/null || groupadd --non-unique --gid 5001 p1\n"
+        "getent group p2 >/dev/null || groupadd --non-unique --gid 5002 p2\n"
+        'usermod -G "p1,p2" "$NB_USER"\n'
+    )
+
+
+IMAGE_PASSWD = "root:x:0:0:root:/root:/bin/bash\njovyan:x:1000:100::/home/jovyan:/bin/bash\n"
+IMAGE_GROUP = "root:x:0:\nusers:x:100:\np1:x:4999:\nold:x:5002:\n"
+
+
+def run_with_image_etc(share: Path, tmp_path: Path, **extra: str) -> subprocess.CompletedProcess:
+    """The script with a known identity, reading an image's /etc (bound over this one's,
+    in a mount namespace of its own)."""
+    etc = tmp_path / "image-etc"
+    etc.mkdir()
+    (etc / "passwd").write_text(IMAGE_PASSWD)
+    (etc / "group").write_text(IMAGE_GROUP)
+    run = tmp_path / "run"
+    run.mkdir()
+    env = (
+        script_env(share, "alice")
+        | {
+            "NFSUID_RUN": str(run),
+            "NFSUID_ETC": "1",
+            "NFSUID_EXPECT_UID": "2001",
+            "NFSUID_NB_USER": "alice",
+            "NFSUID_NB_GROUP": "alice",
+            "NFSUID_HOME": "/home/alice",
+            "NFSUID_TERMINATION_LOG": str(tmp_path / "termination-log"),
+            "SCRIPT": identity_script(),
+        }
+        | extra
+    )
+    binds = f"mount --bind {etc}/passwd /etc/passwd && mount --bind {etc}/group /etc/group"
+    return subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            f'{binds} && sh -c "$SCRIPT"',
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_known_identity_gets_the_images_accounts_plus_its_own(share: Path, tmp_path: Path) -> None:
+    result = run_with_image_etc(share, tmp_path, NFSUID_GROUPS="5001:p1 5002:p2")
+
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "run" / PASSWD).read_text() == (
+        IMAGE_PASSWD + "alice:x:2001:3001::/home/alice:/bin/bash\n"
+    )
+    # p1 and p2 replace the image's groups of the same name or gid; alice's own is added.
+    assert (tmp_path / "run" / GROUP).read_text() == (
+        "root:x:0:\nusers:x:100:\nalice:x:3001:\np1:x:5001:alice\np2:x:5002:alice\n"
+    )
+
+
+def test_an_image_account_with_the_users_uid_gives_way(share: Path, tmp_path: Path) -> None:
+    """A user whose uid is the image's jovyan (1000) must be named as the user."""
+    (share / "home" / "alice").chmod(0o700)
+    os.chown(share / "home" / "alice", 1000, 3001)
+    result = run_with_image_etc(share, tmp_path, NFSUID_MIN_UID="1000", NFSUID_EXPECT_UID="1000")
+
+    assert result.returncode == 0, result.stderr
+    passwd = (tmp_path / "run" / PASSWD).read_text()
+    assert "jovyan" not in passwd and passwd.endswith("alice:x:1000:3001::/home/alice:/bin/bash\n")
+
+
+def test_terminals_open_in_the_home(share: Path, tmp_path: Path) -> None:
+    """The lab's working dir is /; JupyterLab opens a terminal in the server's own."""
+    run_script(share, "alice", tmp_path)
+
+    config = (tmp_path / "run" / "jupyter" / "jupyter_server_config.py").read_text()
+    assert config == 'import os\nos.chdir(os.path.expanduser("~"))\n'
 
 
 def test_home_link_points_at_the_share_path(share: Path, tmp_path: Path) -> None:
@@ -172,11 +266,21 @@ def test_expected_uid_that_owns_the_directory_passes(share: Path, tmp_path: Path
 
 
 def test_script_is_posix_sh(share: Path, tmp_path: Path) -> None:
-    """busybox runs it as ash: dash, the strictest POSIX shell here, must run it too."""
+    """Images run it as dash (Ubuntu) or ash (busybox): dash, the strictest here, must run it."""
     dash = Path("/bin/dash")
     if not dash.exists():
         pytest.skip("needs /bin/dash")
-    env = script_env(share, "alice") | {"NFSUID_TERMINATION_LOG": str(tmp_path / "log")}
+    (tmp_path / "run").mkdir()
+    env = script_env(share, "alice") | {
+        "NFSUID_TERMINATION_LOG": str(tmp_path / "log"),
+        "NFSUID_RUN": str(tmp_path / "run"),
+        "NFSUID_NB_USER": "alice",
+        "NFSUID_NB_GROUP": "alice",
+        "NFSUID_HOME": "/home/alice",
+        "NFSUID_GROUPS": "5001:p1",
+        "NFSUID_HOOKS": "1",  # both branches, so that dash reads all of it
+        "NFSUID_ETC": "1",
+    }
     result = subprocess.run(
         [str(dash), "-c", identity_script()], env=env, capture_output=True, text=True, timeout=30
     )

@@ -42,6 +42,7 @@ OWNERS = {
     "qiang.guo03": (2003, 3003),
     "rooted": (0, 0),
 }
+PROJECT_GID = 5001
 # An alias left after a rename, as HPC sites keep them: home/asmith -> bob.
 ALIASES = {"asmith": "bob"}
 USERS = [*OWNERS, *ALIASES, "ghost", "admin"]
@@ -73,6 +74,11 @@ def share(tmp_path_factory: pytest.TempPathFactory, e2e_precondition: None) -> P
         (export / "home" / alias).symlink_to(target)
     (export / "datasets").mkdir()
     (export / "datasets" / "shared.csv").write_text("a,b\n1,2\n")
+    # A project directory of group p1, as HPC sites share data: setgid, group-only.
+    project = export / "projects" / "p1"
+    project.mkdir(parents=True)
+    os.chown(project, 0, PROJECT_GID)
+    project.chmod(0o2770)
     return export
 
 

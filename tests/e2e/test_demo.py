@@ -173,6 +173,23 @@ async def test_demo_serves_bob_a_lab_listing_his_readme(bobs_lab: Demo) -> None:
     assert "README.txt" in [item["name"] for item in listing["content"]]
 
 
+def test_demo_labs_share_a_project_group(bobs_lab: Demo) -> None:
+    """The banner says so, the share has the project, and bob's lab runs with its group."""
+    project = bobs_lab.files / "exports" / "hpc" / "projects" / "p1"
+    groups = set()
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
+        except (OSError, ValueError):
+            continue
+        if fields.get("Uid", "").split()[:1] == ["2002"]:
+            groups |= set(fields["Groups"].split())
+
+    assert "project group p1 (gid 5001)" in bobs_lab.text
+    assert (project.stat().st_gid, oct(project.stat().st_mode & 0o7777)) == (5001, "0o2770")
+    assert groups == {"3002", "5001"}
+
+
 def test_ctrl_c_stops_the_demo_and_removes_its_files_and_processes(bobs_lab: Demo) -> None:
     files, port = bobs_lab.files, bobs_lab.port
     assert files.name.startswith("nfsuid-demo-") and files.is_dir()
