@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -175,6 +177,37 @@ def notebook(pod: dict[str, Any]) -> dict[str, Any]:
 
 def env_of(container: dict[str, Any]) -> dict[str, str]:
     return {e["name"]: e.get("value") for e in container.get("env") or []}
+
+
+def run_with_own_etc(
+    tmp_path: Path, passwd: str, group: str, argv: list[str], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run `argv` with these /etc/passwd and /etc/group bound over this machine's, in a
+    mount namespace of its own: the machine's own files are never read or touched."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare (util-linux): binds test files over /etc")
+    etc = tmp_path / "own-etc"
+    etc.mkdir()
+    (etc / "passwd").write_text(passwd)
+    (etc / "group").write_text(group)
+    binds = " && ".join(f"mount --bind {etc / f} /etc/{f}" for f in ("passwd", "group"))
+    return subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            f'{binds} && exec "$@"',
+            "-",
+            *argv,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def serialize(obj: Any) -> Any:

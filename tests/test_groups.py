@@ -7,9 +7,6 @@ mount namespace of its own: never the machine's.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,7 +20,7 @@ from nfsuidspawner.identity import IMAGE_ACCOUNT_NAMES
 from nfsuidspawner.manifests import RUN_VOLUME
 
 from . import pss
-from .conftest import env_of, notebook
+from .conftest import env_of, notebook, run_with_own_etc
 
 P1, P2 = (5001, "p1"), (5002, "p2")
 
@@ -95,28 +92,8 @@ NSS_GROUP = (
 
 def nss_groups_of(name: str, tmp_path: Path) -> list[list[Any]]:
     """nfsuidspawner's NSS source for `name`, with the test's own passwd and group files."""
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        pytest.skip("needs root and unshare (util-linux): binds test files over /etc")
-    (tmp_path / "passwd").write_text(NSS_PASSWD)
-    (tmp_path / "group").write_text(NSS_GROUP)
     code = f"import json; from nfsuidspawner.sources import _nss_groups; print(json.dumps(_nss_groups({name!r})))"
-    binds = " && ".join(f"mount --bind {tmp_path / f} /etc/{f}" for f in ("passwd", "group"))
-    result = subprocess.run(
-        [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            f'{binds} && exec "$0" -c "$1"',
-            sys.executable,
-            code,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_with_own_etc(tmp_path, NSS_PASSWD, NSS_GROUP, [sys.executable, "-c", code])
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 

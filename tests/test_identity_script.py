@@ -22,7 +22,7 @@ from nfsuidspawner.script import (
     parse_resolved,
 )
 
-from .conftest import make_homes
+from .conftest import make_homes, run_with_own_etc
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: chowns a tree to other uids")
 
@@ -138,12 +138,7 @@ IMAGE_GROUP = "root:x:0:\nusers:x:100:\np1:x:4999:\nold:x:5002:\n"
 
 
 def run_with_image_etc(share: Path, tmp_path: Path, **extra: str) -> subprocess.CompletedProcess:
-    """The script with a known identity, reading an image's /etc (bound over this one's,
-    in a mount namespace of its own)."""
-    etc = tmp_path / "image-etc"
-    etc.mkdir()
-    (etc / "passwd").write_text(IMAGE_PASSWD)
-    (etc / "group").write_text(IMAGE_GROUP)
+    """The script with a known identity, reading an image's /etc."""
     run = tmp_path / "run"
     run.mkdir()
     env = (
@@ -156,26 +151,11 @@ def run_with_image_etc(share: Path, tmp_path: Path, **extra: str) -> subprocess.
             "NFSUID_NB_GROUP": "alice",
             "NFSUID_HOME": "/home/alice",
             "NFSUID_TERMINATION_LOG": str(tmp_path / "termination-log"),
-            "SCRIPT": identity_script(),
         }
         | extra
     )
-    binds = f"mount --bind {etc}/passwd /etc/passwd && mount --bind {etc}/group /etc/group"
-    return subprocess.run(
-        [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            f'{binds} && sh -c "$SCRIPT"',
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    argv = ["sh", "-c", identity_script()]
+    return run_with_own_etc(tmp_path, IMAGE_PASSWD, IMAGE_GROUP, argv, env)
 
 
 def test_known_identity_gets_the_images_accounts_plus_its_own(share: Path, tmp_path: Path) -> None:
