@@ -13,7 +13,7 @@ from traitlets import TraitType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nfsuidspawner.spawner import NFSUIDSpawner
+from nfsuidspawner.options import NFSUIDOptions
 
 project = "nfsuidspawner"
 author = "nfsuidspawner contributors"
@@ -38,7 +38,7 @@ def own_traits_only(
     app: Any, what: str, name: str, obj: Any, skip: bool, options: Any
 ) -> bool | None:
     """Show NFSUIDSpawner's own traits in the reference, not KubeSpawner's hundreds."""
-    if isinstance(obj, TraitType) and obj.this_class is NFSUIDSpawner:
+    if isinstance(obj, TraitType) and obj.this_class is NFSUIDOptions:
         return None  # let autodoc decide, as for any documented member
     return True
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from nfsuidspawner.identity import REFUSALS
+from nfsuidspawner.options import NFSUIDOptions
 from nfsuidspawner.spawner import NFSUIDSpawner
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,7 +27,7 @@ OPTION = re.compile(r"\bNFSUIDSpawner\.([A-Za-z_][A-Za-z0-9_]*)")
 HELP_OPTION = re.compile(r":attr:`~?(?:[\w.]+\.)?(\w+)`")
 # Prose such as `identity_source = "hub"`.
 ASSIGNED_OPTION = re.compile(r"`([a-z_][a-z0-9_]*) = ")
-OWN_TRAITS = sorted(NFSUIDSpawner.class_own_traits(config=True))
+OWN_TRAITS = sorted(NFSUIDOptions.class_own_traits(config=True))
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +85,7 @@ def named_options() -> list[tuple[str, str]]:
         for pattern in (OPTION, ASSIGNED_OPTION)
         for m in pattern.findall(page.read_text())
     ]
-    for name, trait in NFSUIDSpawner.class_own_traits(config=True).items():
+    for name, trait in NFSUIDOptions.class_own_traits(config=True).items():
         for pattern in (OPTION, HELP_OPTION):
             found += [(f"help of {name}", m) for m in pattern.findall(trait.help)]
     return sorted(set(found))
