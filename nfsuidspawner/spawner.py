@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 from typing import Any
 
 from jupyterhub.utils import maybe_future
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
 from traitlets import default
 
@@ -38,6 +41,10 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
     """
 
     identity: Identity | None = None
+    # Starts so far, so that a failed start's reaper stops when a new one begins.
+    _starts = 0
+    _watching_init = False
+    _reaper: asyncio.Future | None = None
 
     @default("allowed_images")
     def _default_allowed_images(self) -> list[str]:
@@ -222,37 +229,60 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
                     self.nfs_pvc_name, self.namespace, self.nfs_pv_name, self.nfs_capacity
                 ),
             )
-        kube_start = super().start()
-        refused = asyncio.ensure_future(self._init_refusal())
+        self._starts += 1
+        self._watching_init = True
         try:
-            await asyncio.wait({kube_start, refused}, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            kube_start.cancel()
-            refused.cancel()
+            url = await super().start()
+        except NFSUIDError:
+            # The initContainer refused (or the pod was never made): nothing may stay.
+            try:
+                await self.stop(now=True)
+            except Exception as e:
+                self.log.warning("nfsuid: deleting pod %s after a refusal: %s", self.pod_name, e)
+                self._reaper = asyncio.ensure_future(self._reap_leftover_pod(self._starts))
             raise
-        if kube_start.done():
-            refused.cancel()
-            url = kube_start.result()
-            self._record_resolved_identity()
-            return url
-        kube_start.cancel()
-        reason = refused.result()
-        await self.stop(now=True)
-        raise NFSUIDError(reason)
+        except BaseException:
+            # Failed, timed out or cancelled by the hub. A pod may exist, or may still be
+            # made by a create request that timed out here but reaches the API server
+            # later; the hub deletes only pods that its poll() sees.
+            self._reaper = asyncio.ensure_future(self._reap_leftover_pod(self._starts))
+            raise
+        finally:
+            self._watching_init = False
+        self._record_resolved_identity()
+        return url
+
+    def is_pod_running(self, pod: dict | None) -> bool:
+        # KubeSpawner polls this while it waits for the pod; a refusal ends the wait at once.
+        reason = status.init_failure(pod) if self._watching_init else None
+        if reason:
+            if not reason.startswith("nfsuid:"):
+                reason = f"nfsuid: user {self.user.name}: {reason}"
+            raise NFSUIDError(reason)
+        return super().is_pod_running(pod)
+
+    async def _reap_leftover_pod(self, start: int) -> None:
+        """Delete, by uid, the pod a failed start left or made late, until a new start."""
+        window = self.k8s_api_request_retry_timeout + self.k8s_api_request_timeout
+        deadline = asyncio.get_running_loop().time() + window
+        while self._starts == start and asyncio.get_running_loop().time() < deadline:
+            pod = self._reflected_pod()
+            if pod and not pod["metadata"].get("deletionTimestamp"):
+                uid = pod["metadata"]["uid"]
+                self.log.warning("nfsuid: deleting pod %s %s of a failed start", self.pod_name, uid)
+                options = client.V1DeleteOptions(
+                    grace_period_seconds=0, preconditions=client.V1Preconditions(uid=uid)
+                )
+                with contextlib.suppress(ApiException, TimeoutError):
+                    await asyncio.wait_for(
+                        self.api.delete_namespaced_pod(self.pod_name, self.namespace, body=options),
+                        self.k8s_api_request_timeout,
+                    )
+            await asyncio.sleep(1)
 
     def _reflected_pod(self) -> dict | None:
         reflector = self.pod_reflector
         return reflector.pods.get(f"{self.namespace}/{self.pod_name}") if reflector else None
-
-    async def _init_refusal(self) -> str:
-        """Wait until the identity initContainer fails, and say why."""
-        while True:
-            reason = status.init_failure(self._reflected_pod())
-            if reason:
-                if not reason.startswith("nfsuid:"):
-                    reason = f"nfsuid: user {self.user.name}: {reason}"
-                return reason
-            await asyncio.sleep(0.5)
 
     def _record_resolved_identity(self) -> None:
         found = status.resolved_identity(self._reflected_pod())
