@@ -45,8 +45,9 @@ def check_groups(
 
     Never gid 0 or 65534; below `min_gid` only when `allowed_low_gids` names it; each gid
     and name once; a name groupadd takes, that the image does not already have and that is
-    not the user's own group name. The primary gid is the user's already, not a
-    supplementary group, and is dropped without a word.
+    not the user's own group name. The primary group is the user's already, not a
+    supplementary one, and is dropped without a word: by gid, or by name (the hub does not
+    know the primary gid before an initContainer finds it).
     """
     allowed, reserved = set(allowed_low_gids), set(reserved_names)
     granted: list[Group] = []
@@ -54,7 +55,7 @@ def check_groups(
     gids: set[int] = set()
     names: set[str] = set()
     for gid, name in found:
-        if gid == primary_gid:
+        if gid == primary_gid or name == own_name:
             continue
         why = None
         if gid in (0, NOBODY):
@@ -65,8 +66,8 @@ def check_groups(
             why = "it is listed twice"
         elif not isinstance(name, str) or not _GROUP_NAME.fullmatch(name):
             why = f"{name!r} is not a group name groupadd takes"
-        elif name in reserved or name == own_name:
-            why = f"the image or the user already has a group named {name!r}"
+        elif name in reserved:
+            why = f"the image already has a group named {name!r}"
         if why:
             refused.append(f"group {name} ({gid}) is left out: {why}")
             continue

@@ -122,10 +122,14 @@ class NFSUIDOptions(Configurable):
         Dict(),
         config=True,
         help="""
-        More directories of the share to mount read-only in every lab, such as shared datasets:
-        a list of ``{"subPath": "datasets", "mountPath": "/data/hpc/datasets"}``. ``subPath`` is
-        relative to the share root and may not be empty, ``.`` or contain ``..``: the share
-        root is never mounted in a lab.
+        More directories of the share to mount in every lab, such as shared datasets: a list
+        of ``{"subPath": "datasets", "mountPath": "/data/hpc/datasets"}``, read-only unless the
+        entry says ``"readOnly": False`` (a project directory to work in; access is then what
+        NFS permissions give the lab's uid and groups, see :attr:`supplemental_groups`).
+        ``subPath`` is relative to the share root and may not be empty, ``.`` or contain
+        ``..``: the share root is never mounted in a lab. ``mountPath`` may not lie inside
+        ``/home`` or the user's directory, and a writable one may not cover a place where the
+        initcontainer source's root phase finds code.
         """,
     )
 
@@ -175,9 +179,10 @@ class NFSUIDOptions(Configurable):
         10.0,
         config=True,
         help="""
-        Seconds the hub waits for the stat of a user's directory. A hung NFS server fails
-        that one spawn with a clear message; the stat runs in a thread of its own, so the
-        hub keeps serving everyone else.
+        Seconds the hub waits for the stat of a user's directory, and for the NSS lookup of
+        the user's groups (``supplemental_groups = "nss"``). A hung NFS server or directory
+        service fails that one spawn with a clear message; the call runs in a thread of its
+        own, so the hub keeps serving everyone else.
         """,
     )
     min_uid = Integer(
@@ -224,9 +229,12 @@ class NFSUIDOptions(Configurable):
         below :attr:`min_gid` only if :attr:`allowed_low_gids` names it; each gid and name
         once; a name groupadd takes that the image does not have. A group that fails is
         left out, never granted: the hub log and the spawn's progress say which and why.
-        The lab's processes end with exactly the owner's uid and gid and these groups, in
-        every source. NFS with AUTH_SYS carries only 16 groups per request unless the
-        server looks them up itself (``rpc.mountd --manage-gids``).
+        The lab's processes end with the owner's uid and gid and these groups, in every
+        source, and no other: except that a lab started as the user (``hub`` and callables)
+        also gets, from the container runtime, the groups the image's own /etc/group gives
+        its uid (uid 1000 is jovyan, in group 100, in docker-stacks images), unless
+        :attr:`strict_supplemental_groups` is on. NFS with AUTH_SYS carries only 16 groups
+        per request unless the server looks them up itself (``rpc.mountd --manage-gids``).
         """,
     )
     allowed_low_gids = List(

@@ -42,7 +42,8 @@ from .identity import REFUSALS
 HOOK_NAME = "nfsuid-identity.sh"
 # start.sh's useradd puts NB_USER in group 100 ("users") as well, and sudo sets the lab's
 # groups from /etc/group. This before-notebook.d hook, run as root before the switch,
-# creates the granted groups and makes them, and only them, NB_USER's.
+# creates the granted groups (replacing an image group of the same name, whatever its
+# gid) and makes them, and only them, NB_USER's.
 GROUPS_HOOK_NAME = "nfsuid-groups.sh"
 PASSWD, GROUP = "passwd", "group"
 JUPYTER_CONFIG_DIR = "jupyter"
@@ -118,7 +119,7 @@ if [ -n "${{NFSUID_HOOKS:-}}" ]; then
     "$NFSUID_NB_USER" "$uid" "$gid" "$NFSUID_NB_GROUP" > "$run/{HOOK_NAME}.tmp"
   mv "$run/{HOOK_NAME}.tmp" "$run/{HOOK_NAME}"
   for g in $groups; do
-    printf 'getent group %s >/dev/null || groupadd --non-unique --gid %s %s\\n' \\
+    printf 'groupdel %s 2>/dev/null; groupadd --non-unique --gid %s %s\\n' \\
       "${{g#*:}}" "${{g%%:*}}" "${{g#*:}}"
   done > "$run/{GROUPS_HOOK_NAME}"
   printf 'usermod -G "%s" "$NB_USER"\\n' "$names" >> "$run/{GROUPS_HOOK_NAME}"

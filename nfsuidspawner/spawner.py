@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import copy
 import dataclasses
+import fnmatch
 from typing import Any
 
 from jupyterhub.utils import maybe_future
@@ -192,7 +193,11 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
         )
         podcheck.check_env(theirs, layout.user, self.unsafe_allow_identity_overrides)
         if identity is None:
-            podcheck.check_root_phase(theirs, layout.user, ["/home", layout.share_path])
+            writable = [
+                m["mountPath"] for m in layout.extra_share_mounts if m.get("readOnly") is False
+            ]
+            podcheck.check_writable_share_mounts(layout.user, writable)
+            podcheck.check_root_phase(theirs, layout.user, ["/home", layout.share_path, *writable])
         share = manifests.share_volume(
             self.nfs_storage, self.nfs_server, self.nfs_export_path, self.nfs_pvc_name
         )
@@ -200,7 +205,7 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
             layout,
             share,
             identity,
-            self.init_image or self.image,
+            self.init_image or self._check_image(),
             self.min_uid,
             self.min_gid,
             self.strict_supplemental_groups,
@@ -284,9 +289,17 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
         reflector = self.pod_reflector
         return reflector.pods.get(f"{self.namespace}/{self.pod_name}") if reflector else None
 
+    def _check_image(self) -> str:
+        """The identity check runs in the lab's image only if the admin chose that image:
+        a user's image could carry an `sh` that skips it."""
+        if any(fnmatch.fnmatchcase(self.image, p) for p in self.allowed_images):
+            return self.image
+        return self._configured["image"]
+
     def _record_resolved_identity(self) -> None:
+        # Only the initcontainer source learns the identity in the pod; a known one stays.
         found = status.resolved_identity(self._reflected_pod())
-        if found:
+        if found and self.identity is None:
             self.identity = Identity(*found)
 
     def get_state(self) -> dict:

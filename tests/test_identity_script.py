@@ -127,8 +127,8 @@ def test_groups_hook_creates_and_grants_exactly_the_granted_groups(
     run_script(share, "alice", tmp_path, NFSUID_GROUPS="5001:p1 3001:alice 5002:p2")
 
     assert (tmp_path / "run" / GROUPS_HOOK_NAME).read_text() == (
-        "getent group p1 >/dev/null || groupadd --non-unique --gid 5001 p1\n"
-        "getent group p2 >/dev/null || groupadd --non-unique --gid 5002 p2\n"
+        "groupdel p1 2>/dev/null; groupadd --non-unique --gid 5001 p1\n"
+        "groupdel p2 2>/dev/null; groupadd --non-unique --gid 5002 p2\n"
         'usermod -G "p1,p2" "$NB_USER"\n'
     )
 

@@ -425,3 +425,45 @@ async def test_a_template_that_merges_users_is_refused_at_spawn(make_spawner):
 
     with pytest.raises(NFSUIDError, match="does not give each user a directory of their own"):
         await spawner.get_pod_manifest()
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {
+            "extra_share_mounts": [
+                {
+                    "subPath": "projects/p1",
+                    "mountPath": "/usr/local/bin/before-notebook.d",
+                    "readOnly": False,
+                }
+            ]
+        },
+        {
+            "extra_share_mounts": [
+                {"subPath": "projects/p1", "mountPath": "/data/hpc/projects/p1", "readOnly": False}
+            ],
+            "environment": {"PYTHONPATH": "/data/hpc/projects/p1/lib"},
+        },
+    ],
+    ids=["over-a-hook-directory", "on-the-root-phases-path"],
+)
+async def test_a_writable_project_never_reaches_the_root_phase(make_spawner, config):
+    """Any member of the project could put code there for another member's root phase."""
+    spawner = make_spawner(config)
+
+    with pytest.raises(NFSUIDError, match="user alice: "):
+        await spawner.get_pod_manifest()
+
+
+async def test_the_identity_check_never_runs_in_an_image_the_user_chose(make_spawner, hub_share):
+    """A user's image could carry an `sh` that skips the check: it runs in the admin's."""
+    spawner = make_spawner(
+        {"identity_source": "hub", "hub_share_path": str(hub_share), "image": BASE}
+    )
+    spawner.apply_user_options = {"image_input": "image"}
+
+    pod = await spawn_pod(spawner, {"image_input": "docker.io/mallory/lab:1"})
+
+    assert notebook(pod)["image"] == "docker.io/mallory/lab:1"
+    assert pod["spec"]["initContainers"][0]["image"] == BASE
