@@ -144,3 +144,12 @@ def restricted(pod: dict[str, Any]) -> list[str]:
         if extra:
             found.append(f"container {name} adds capabilities {sorted(extra)}")
     return found
+
+
+def level(pod: dict[str, Any]) -> tuple[str, list[str]]:
+    """The strictest Pod Security level the pod meets, and what keeps it from the next."""
+    if not (why := restricted(pod)):
+        return "restricted", []
+    if not (below := baseline(pod)):
+        return "baseline", why
+    return "privileged", below

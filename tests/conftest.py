@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,8 @@ from kubespawner import clients
 from traitlets.config import Config
 
 from nfsuidspawner import Identity, NFSUIDSpawner
+
+from . import hung_mount
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -177,6 +182,29 @@ def notebook(pod: dict[str, Any]) -> dict[str, Any]:
 
 def env_of(container: dict[str, Any]) -> dict[str, str]:
     return {e["name"]: e.get("value") for e in container.get("env") or []}
+
+
+@pytest.fixture
+async def hung_share() -> AsyncIterator[str]:
+    """The path of a share mount whose every stat hangs.
+
+    Async so that its teardown runs while the test's loop still runs: a stat thread,
+    once released, hands its result to that loop.
+    """
+    reason = hung_mount.why_not_possible()
+    if reason:
+        pytest.skip(reason)
+    with hung_mount.hung_mount() as mount:
+        yield mount.path
+    deadline = time.monotonic() + 5
+    while stat_threads() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert not stat_threads(), "a stat thread is still stuck after the connection was aborted"
+    assert not hung_mount.mounted(mount.path), "the hung mount is still in mountinfo"
+
+
+def stat_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "nfsuid-stat"]
 
 
 def run_with_own_etc(

@@ -22,9 +22,8 @@ import pytest
 from kubernetes_asyncio.client import V1Capabilities, V1Container, V1SecurityContext
 from traitlets.config import Config
 
-from nfsuidspawner import NFSUIDSpawner
+from nfsuidspawner import NFSUIDSpawner, pss
 
-from . import pss
 from .conftest import SHARE_OWNERS, serialize
 from .test_helm_values import HELM_VALUES, VALUES_FILES, chart_values, helm_merge
 

@@ -7,9 +7,8 @@ A FUSE mount that nobody serves stands in for a hung NFS server: a stat of any p
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,37 +16,12 @@ import pytest
 
 from nfsuidspawner import NFSUIDError, NFSUIDSpawner
 
-from . import hung_mount
-from .conftest import SHARE_OWNERS
+from .conftest import SHARE_OWNERS, stat_threads
 
 TIMEOUT = 1.0
 SLACK = 3.0
-STAT_THREAD = "nfsuid-stat"  # the name sources.in_daemon_thread gives its threads
 
 MakeSpawner = Callable[..., NFSUIDSpawner]
-
-
-def _stat_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == STAT_THREAD]
-
-
-@pytest.fixture
-async def hung_share() -> AsyncIterator[str]:
-    """The path of a share mount whose every stat hangs.
-
-    Async so that its teardown runs while the test's loop still runs: a stat thread,
-    once released, hands its result to that loop.
-    """
-    reason = hung_mount.why_not_possible()
-    if reason:
-        pytest.skip(reason)
-    with hung_mount.hung_mount() as mount:
-        yield mount.path
-    deadline = time.monotonic() + 5
-    while _stat_threads() and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
-    assert not _stat_threads(), "a stat thread is still stuck after the connection was aborted"
-    assert not hung_mount.mounted(mount.path), "the hung mount is still in mountinfo"
 
 
 def _hub_spawner(make_spawner: MakeSpawner, share: str, username: str) -> NFSUIDSpawner:
@@ -138,4 +112,4 @@ async def test_retries_while_the_server_hangs_share_one_stuck_thread(
     await attempt()
     await asyncio.gather(attempt(), attempt())
 
-    assert len(_stat_threads()) == 1
+    assert len(stat_threads()) == 1

@@ -11,10 +11,9 @@ import itertools
 import kubernetes_validate
 import pytest
 
-from nfsuidspawner import Identity, NFSUIDError, manifests
+from nfsuidspawner import Identity, NFSUIDError, manifests, pss
 from nfsuidspawner.manifests import SHARE_VOLUME
 
-from . import pss
 from .conftest import SOURCES, STORAGE, env_of, notebook, serialize, source_config
 
 KUBERNETES_VERSIONS = ["1.29", "1.37"]
