@@ -13,7 +13,7 @@ import aiohttp
 import yaml
 
 from .apiserver import ApiServer
-from .kubelet import Kubelet
+from .kubelet import DEFAULT_POD_CIDR, Kubelet
 
 # The rule the ensure-pv storage way needs on top of the Zero-to-JupyterHub hub Role.
 PV_RULES = [{"resources": ["persistentvolumes"], "verbs": ["get", "create"]}]
@@ -24,7 +24,8 @@ class Sandbox:
 
     `exports` maps NFS exports ("server:/path") to the local directories that stand in
     for them. The hub's kubeconfig carries a token bound to the Zero-to-JupyterHub hub
-    Role in `namespace` (plus the PersistentVolume rule when `allow_pv` is set).
+    Role in `namespace` (plus the PersistentVolume rule when `allow_pv` is set). Pods get
+    addresses from `pod_cidr` (by default a /16: room for 65,000 pods).
     """
 
     def __init__(
@@ -33,7 +34,7 @@ class Sandbox:
         exports: Mapping[str, str],
         namespace: str = "jupyter-system",
         allow_pv: bool = False,
-        pod_cidr: str = "127.0.90.0/24",
+        pod_cidr: str = DEFAULT_POD_CIDR,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.namespace = namespace

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from nfsuidspawner.sandbox import runtime
+from nfsuidspawner.sandbox import runtime, shim
 from nfsuidspawner.sandbox.runtime import ContainerConfigError, container_config
 
 Obj = dict[str, Any]
@@ -110,7 +110,7 @@ def run_shim(
     cfg = config(container, volumes=volumes, tmp=tmp_path)
     cfg["parent_pid"] = os.getpid()
     (tmp_path / "config.json").write_text(json.dumps(cfg))
-    proc = subprocess.run([sys.executable, runtime.__file__, str(tmp_path / "config.json")],
+    proc = subprocess.run([sys.executable, shim.__file__, str(tmp_path / "config.json")],
                           capture_output=True, text=True, timeout=30)  # fmt: skip
     return proc.returncode, proc.stdout + proc.stderr
 
@@ -158,7 +158,7 @@ def test_shim_refuses_a_subpath_swapped_for_a_symlink_after_the_kubelet_resolved
     ]
     cfg["parent_pid"] = os.getpid()
     (tmp_path / "config.json").write_text(json.dumps(cfg))
-    proc = subprocess.run([sys.executable, runtime.__file__, str(tmp_path / "config.json")],
+    proc = subprocess.run([sys.executable, shim.__file__, str(tmp_path / "config.json")],
                           capture_output=True, text=True, timeout=30)  # fmt: skip
     assert proc.returncode == runtime.START_ERROR_EXIT
     assert "unexpected symlink found" in (tmp_path / "start-error").read_text()
