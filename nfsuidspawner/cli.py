@@ -8,18 +8,28 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from pathlib import Path
 
 from . import manifests
 
-DEMO_USERS = {"alice": (2001, 3001), "bob": (2002, 3002)}
+# The demo share's homes, owner uid and gid by user. Each shows the product's behaviour:
+# admin has a lab of their own too; carol's directory is owned by root, as a kubelet leaves
+# a subPath it had to create, so her lab is refused.
+DEMO_USERS = {
+    "alice": (2001, 3001),
+    "bob": (2002, 3002),
+    "admin": (2000, 3000),
+    "carol": (0, 0),
+}
 # alice and bob share the project group p1: /data/hpc/projects/p1, setgid, group-only.
 DEMO_PROJECT = ("p1", 5001)
+DEMO_PROJECT_MEMBERS = ["alice", "bob"]
 DEMO_CONFIG = f"""
 c.NFSUIDSpawner.supplemental_groups = lambda spawner: (
-    [({DEMO_PROJECT[1]}, {DEMO_PROJECT[0]!r})] if spawner.user.name in {sorted(DEMO_USERS)!r} else []
+    [({DEMO_PROJECT[1]}, {DEMO_PROJECT[0]!r})] if spawner.user.name in {DEMO_PROJECT_MEMBERS!r} else []
 )
 c.NFSUIDSpawner.extra_share_mounts = [
     {{"subPath": "projects", "mountPath": "/data/hpc/projects", "readOnly": False}}
@@ -52,6 +62,9 @@ def _make_demo_share(root: Path) -> Path:
     for name, (uid, gid) in DEMO_USERS.items():
         home = export / "home" / name
         home.mkdir(parents=True)
+        if uid == 0:
+            home.chmod(0o755)  # as a kubelet makes it: root's, and nothing in it
+            continue
         (home / "README.txt").write_text(
             f"This is {name}'s directory on the demo NFS share, owned by uid {uid}.\n"
         )
@@ -75,6 +88,37 @@ def _demo_pv_pvc() -> list[dict]:
     ]
 
 
+def _port_in_use(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:port, where the demo's proxy would."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the proxy binds
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _banner(url: str, root: Path, hub_log: Path) -> str:
+    alice, bob, admin = (DEMO_USERS[name][0] for name in ("alice", "bob", "admin"))
+    project, gid = DEMO_PROJECT
+    return f"""
+nfsuidspawner demo is running: {url}
+
+  Log in with password demo as:
+    alice, bob  Each lab runs as the owner of the user's directory on the demo share
+                ({DEMO_SERVER}:{DEMO_EXPORT}): alice as uid {alice}, bob as uid {bob}.
+                It sees /data/hpc/home/<user> (also /home/<user>), not the others'. Both
+                are in the project group {project} (gid {gid}), shared in /data/hpc/projects/{project}.
+    admin       The admin panel ({url}/hub/admin), and a lab as uid {admin}.
+    carol       Refused: her directory is owned by root, and no lab runs as root. The
+                spawn page says so, and how to fix it.
+
+  Files: {root}   Hub log: {hub_log}
+  Press Ctrl-C to stop; everything is cleaned up.
+"""
+
+
 async def demo(port: int) -> int:
     from .sandbox.cluster import Sandbox
     from .sandbox.hub import HubProcess, HubSettings
@@ -96,7 +140,7 @@ async def demo(port: int) -> int:
             state_dir=str(root / "hub"),
             kubeconfig=str(sandbox.kubeconfig),
             namespace=NAMESPACE,
-            users=[*DEMO_USERS, "admin"],
+            users=list(DEMO_USERS),
             password="demo",
             port=port,
             extra_config=[str(config)],
@@ -108,22 +152,7 @@ async def demo(port: int) -> int:
         except BaseException:
             hub.stop()
             raise
-        print(
-            f"""
-nfsuidspawner demo is running: {settings.url}
-
-  Log in as alice or bob (password: demo). Each lab runs as the owner of that user's
-  directory on the demo share ({DEMO_SERVER}:{DEMO_EXPORT}), alice as uid 2001 and
-  bob as uid 2002, and sees /data/hpc/home/<user> and /home/<user> only. Both are in
-  the project group {DEMO_PROJECT[0]} (gid {DEMO_PROJECT[1]}): what one writes in
-  /data/hpc/projects/{DEMO_PROJECT[0]} the other can read and change.
-  Log in as admin (password: demo) for the admin panel: {settings.url}/hub/admin
-
-  Files: {root}   Hub log: {hub.log_path}
-  Press Ctrl-C to stop; everything is cleaned up.
-""",
-            flush=True,
-        )
+        print(_banner(settings.url, root, hub.log_path), flush=True)
         await _until_signalled()
     finally:
         print("Stopping the hub, the labs and the sandbox...", flush=True)
@@ -168,8 +197,12 @@ async def sandbox(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nfsuidspawner", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    demo_cmd = commands.add_parser("demo", help="the sandbox cluster and a hub with alice and bob")
-    demo_cmd.add_argument("--port", type=int, default=8000)
+    demo_cmd = commands.add_parser(
+        "demo", help="the sandbox cluster and a hub with demo users, until Ctrl-C"
+    )
+    demo_cmd.add_argument(
+        "--port", type=int, default=8000, help="the hub's port on 127.0.0.1 (default 8000)"
+    )
     sandbox_cmd = commands.add_parser("sandbox", help="only the sandbox cluster, until signalled")
     sandbox_cmd.add_argument("--state-dir", required=True)
     sandbox_cmd.add_argument(
@@ -202,6 +235,13 @@ def main(argv: list[str] | None = None) -> int:
         print(NOT_ROOT, file=sys.stderr)
         return 1
     if args.command == "demo":
+        if _port_in_use(args.port):
+            print(
+                f"nfsuidspawner demo: port {args.port} on 127.0.0.1 is already in use;"
+                " choose another with ./run demo --port N",
+                file=sys.stderr,
+            )
+            return 1
         return asyncio.run(demo(args.port))
     return asyncio.run(sandbox(args))
 

@@ -33,6 +33,13 @@ from .storage import ensure_share
 ADMIN_ONLY = ("image", "cmd", "args", "lifecycle_hooks", "extra_container_config")
 
 
+def _runs_as(layout: manifests.Layout, identity: Identity) -> str:
+    return (
+        f"nfsuid: {layout.user} runs as {identity.uid}:{identity.gid},"
+        f" the owner of {layout.share_path}"
+    )
+
+
 class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
     """Run each lab as the uid/gid that owns the user's directory on an NFS share.
 
@@ -46,6 +53,8 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
     _starts = 0
     _watching_init = False
     _reaper: asyncio.Future | None = None
+    # This start, as start() returned it: progress() reports until it ends.
+    _started: asyncio.Future | None = None
 
     @default("allowed_images")
     def _default_allowed_images(self) -> list[str]:
@@ -59,8 +68,9 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
         # The admin's own values, before any profile or user option touches the traits.
         self._configured = {name: copy.deepcopy(getattr(self, name)) for name in ADMIN_ONLY}
         self._from_user: dict[str, str] = {}
-        # What the spawner decided, for the spawn's progress events.
+        # What the spawner decided, for the spawn's progress events (see _note).
         self._notes: list[str] = []
+        self._noted = asyncio.Event()
 
     async def run_auth_state_hook(self, auth_state: Any) -> None:
         # The first hook of every start. The Spawner object is reused, and KubeSpawner's
@@ -70,6 +80,7 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
             setattr(self, name, copy.deepcopy(self._configured[name]))
         self._from_user = {}
         self._notes = []
+        self._started = None
         await super().run_auth_state_hook(auth_state)
 
     async def _run_apply_user_options(self, user_options: dict) -> None:
@@ -162,23 +173,59 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
         )
         for reason in groups.refused:
             self.log.warning("nfsuid: user %s: %s", layout.user, reason)
-            self._notes.append(f"nfsuid: user {layout.user}: {reason}")
+            self._note(f"nfsuid: user {layout.user}: {reason}")
         return groups
 
+    def _note(self, message: str) -> None:
+        """Show this on the spawn page, once: progress() yields it as soon as it is made."""
+        if message not in self._notes:
+            self._notes.append(message)
+            self._noted.set()
+
     async def progress(self) -> Any:
-        # The notes are made while the pod is built, before its first Kubernetes event.
-        sent = 0
-        async for event in super().progress():
-            for note in self._notes[sent:]:
-                yield {"progress": event.get("progress", 1), "message": note}
-            sent = len(self._notes)
-            yield event
-        for note in self._notes[sent:]:
-            yield {"progress": 99, "message": note}
+        # KubeSpawner's events, with each note as soon as it is made, until this start ends.
+        # A refusal is noted as it ends the spawn, when KubeSpawner's events may have ended,
+        # and JupyterHub reads progress only until the spawn has ended.
+        events = aiter(super().progress())
+        next_event: asyncio.Future | None = asyncio.ensure_future(anext(events))
+        sent, percent = 0, 0
+        try:
+            while True:
+                while sent < len(self._notes):
+                    yield {"progress": percent, "message": self._notes[sent]}
+                    sent += 1
+                self._noted.clear()
+                until = next_event or self._started
+                if until is None or (next_event is None and until.done()):
+                    return
+                noted = asyncio.ensure_future(self._noted.wait())
+                try:
+                    await asyncio.wait([until, noted], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    noted.cancel()
+                if next_event and next_event.done():
+                    try:
+                        event = next_event.result()
+                    except StopAsyncIteration:
+                        next_event = None
+                        continue
+                    percent = event.get("progress", percent)
+                    yield event
+                    next_event = asyncio.ensure_future(anext(events))
+        finally:
+            if next_event:
+                next_event.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await next_event
+            await events.aclose()
 
     async def get_pod_manifest(self) -> Any:
         layout = self._layout()
+        self._note(f"nfsuid: checking {layout.share_path}, the directory of {layout.user}")
         identity = await self._known_identity(layout)
+        if identity and (self.identity_source == "hub" or self.hub_share_path):
+            # Its owner on the hub's mount; otherwise the pod confirms it (is_pod_running).
+            self._note(_runs_as(layout, identity))
         groups = await self._groups(layout, identity)
         layout = dataclasses.replace(layout, groups=groups.granted)
         if identity is None:
@@ -214,7 +261,8 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
         return inject.inject(pod, parts, layout.user)
 
     def start(self) -> asyncio.Future:
-        return asyncio.ensure_future(self._start_checked())
+        self._started = asyncio.ensure_future(self._start_checked())
+        return self._started
 
     async def _start_checked(self) -> Any:
         self._check_config()
@@ -238,7 +286,8 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
         self._watching_init = True
         try:
             url = await super().start()
-        except NFSUIDError:
+        except NFSUIDError as refused:
+            self._note(str(refused))
             # The initContainer refused (or the pod was never made): nothing may stay.
             try:
                 await self.stop(now=True)
@@ -264,6 +313,9 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
             if not reason.startswith("nfsuid:"):
                 reason = f"nfsuid: user {self.user.name}: {reason}"
             raise NFSUIDError(reason)
+        found = status.resolved_identity(pod) if self._watching_init else None
+        if found:
+            self._note(_runs_as(self._layout(), Identity(*found)))
         return super().is_pod_running(pod)
 
     async def _reap_leftover_pod(self, start: int) -> None:

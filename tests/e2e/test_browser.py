@@ -16,6 +16,7 @@ import pytest
 from playwright.async_api import Page, async_playwright, expect
 
 from .conftest import OWNERS, REPO, Hub, running_hub
+from .test_demo import Demo, running_demo
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -31,6 +32,14 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = REPO / "test-artifacts"
+# Hands the spawn page's event log, line by line, to the test at each change: the page
+# goes on to the lab once the lab is up.
+EVENT_LOG_OBSERVER = """
+new MutationObserver(() => {
+  const log = document.getElementById("progress-log");
+  if (log) window.nfsuidEventLog([...log.children].map((line) => line.textContent));
+}).observe(document, { childList: true, subtree: true });
+"""
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +59,13 @@ def hub_checking_identity(sandbox, share, tmp_path_factory) -> Iterator[Hub]:
         spawner={"identity_source": "hub", "hub_share_path": str(share)},
     ) as hub:
         yield hub
+
+
+@pytest.fixture(scope="module")
+def demo(e2e_precondition: None) -> Iterator[Demo]:
+    """`nfsuidspawner demo`, as its README and banner present it."""
+    with running_demo() as demo:
+        yield demo
 
 
 @pytest.fixture
@@ -83,11 +99,24 @@ def alice_file(share: Path) -> Iterator[str]:
     path.unlink(missing_ok=True)
 
 
-async def log_in(page: Page, hub: Hub, user: str) -> None:
+async def log_in(page: Page, hub: Hub | Demo, user: str) -> None:
+    password = hub.settings.password if isinstance(hub, Hub) else "demo"
     await page.goto(f"{hub.url}/hub/login")
     await page.fill("#username_input", user)
-    await page.fill("#password_input", hub.settings.password)
+    await page.fill("#password_input", password)
     await page.click("#login_submit")
+
+
+async def event_log(page: Page) -> list[str]:
+    """What the spawn page's event log shows, as it was last shown."""
+    shown: list[str] = []
+
+    def show(lines: list[str]) -> None:
+        shown[:] = lines
+
+    await page.expose_function("nfsuidEventLog", show)
+    await page.add_init_script(EVENT_LOG_OBSERVER)
+    return shown
 
 
 @contextlib.asynccontextmanager
@@ -110,9 +139,10 @@ async def screenshot(page: Page, name: str) -> Path:
     return path
 
 
-async def test_login_opens_jupyterlab_showing_the_users_own_files(
+async def test_login_shows_the_identity_step_then_jupyterlab_with_the_users_own_files(
     hub: Hub, page: Page, alice_file: str
 ) -> None:
+    shown = await event_log(page)
     await log_in(page, hub, "alice")
 
     async with explained_failure(page, hub, "alice"):
@@ -125,6 +155,10 @@ async def test_login_opens_jupyterlab_showing_the_users_own_files(
 
     assert shot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert shot.stat().st_size > 20_000
+    checking = "nfsuid: checking /data/hpc/home/alice, the directory of alice"
+    found = "nfsuid: alice runs as 2001:3001, the owner of /data/hpc/home/alice"
+    assert checking in shown and found in shown, shown
+    assert shown.index(checking) < shown.index(found)
 
 
 async def expect_refusal_on_the_page(page: Page, hub: Hub, path: str, shot: str) -> None:
@@ -151,3 +185,22 @@ async def test_refusal_within_a_second_of_the_spawn_request_shows_its_reason(
     await expect_refusal_on_the_page(
         page, hub_checking_identity, "/data/hpc/home/rooted", "spawn-refused-fast.png"
     )
+
+
+async def test_demo_carol_is_shown_why_her_lab_is_refused(demo: Demo, page: Page) -> None:
+    """The banner's refusal example: the page says who, which directory, why, and the fix."""
+    await log_in(page, demo, "carol")
+
+    body = page.locator("body")
+    try:
+        await expect(body).to_contain_text("nfsuid: user carol:", timeout=30_000)
+        await expect(body).to_contain_text(
+            "/data/hpc/home/carol is owned by uid 0 (root). Fix: chown it", timeout=1_000
+        )
+    except AssertionError as error:
+        failed = await screenshot(page, "demo-carol-failed.png")
+        raise AssertionError(
+            f"{error}\nat {page.url} (screenshot: {failed})\n"
+            f"page text: {await body.inner_text()}\n{demo.text}"
+        ) from None
+    await screenshot(page, "demo-carol-refused.png")

@@ -1,4 +1,5 @@
-"""The README's `nfsuidspawner demo`: it starts, serves bob his lab, and Ctrl-C cleans up.
+"""The README's `nfsuidspawner demo`: it starts, serves its users as its banner says, and
+Ctrl-C cleans up; on a taken port it stops at once, saying so.
 
 The demo is run as a user would run it, as its console script in a process session of its
 own, and is driven over HTTP like a browser (login form, cookies, the lab's REST API).
@@ -7,12 +8,15 @@ own, and is driven over HTTP like a browser (login form, cookies, the lab's REST
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -65,8 +69,9 @@ class Demo:
         return self.process.wait(timeout)
 
 
-@pytest.fixture(scope="module")
-def demo(e2e_precondition: None) -> Iterator[Demo]:
+@contextlib.contextmanager
+def running_demo() -> Iterator[Demo]:
+    """The demo, started as its console script, until its banner; stopped at the end."""
     process = subprocess.Popen(
         [str(NFSUIDSPAWNER), "demo", "--port", str(free_port())],
         env=_env(),
@@ -97,9 +102,15 @@ def demo(e2e_precondition: None) -> Iterator[Demo]:
 
 
 @pytest.fixture(scope="module")
+def demo(e2e_precondition: None) -> Iterator[Demo]:
+    with running_demo() as demo:
+        yield demo
+
+
+@pytest.fixture(scope="module")
 def bobs_lab(demo: Demo) -> Demo:
     """bob logged in through the login form, with his lab up."""
-    asyncio.run(_log_in_and_wait_for_lab(demo, "bob", "demo"))
+    demo.lab_cookies = asyncio.run(_log_in_and_wait_for_lab(demo, "bob", "demo"))
     return demo
 
 
@@ -108,7 +119,8 @@ def _session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
 
 
-async def _log_in_and_wait_for_lab(demo: Demo, user: str, password: str) -> None:
+async def _log_in_and_wait_for_lab(demo: Demo, user: str, password: str) -> dict[str, str]:
+    """Log in through the login form and wait for the lab; the session's cookies."""
     async with _session() as http:
         async with http.get(f"{demo.url}/hub/login") as r:
             assert r.status == 200, await r.text()
@@ -119,7 +131,7 @@ async def _log_in_and_wait_for_lab(demo: Demo, user: str, password: str) -> None
         ) as r:
             assert r.status == 200 and "/hub/login" not in r.url.path, f"login: {r.status} {r.url}"
         await _wait_for_lab(http, demo, user)
-        demo.lab_cookies = {c.key: c.value for c in http.cookie_jar}
+        return {c.key: c.value for c in http.cookie_jar}
 
 
 async def _wait_for_lab(http: aiohttp.ClientSession, demo: Demo, user: str) -> None:
@@ -163,14 +175,39 @@ def _processes_mentioning(path: Path, port: int) -> list[str]:
     return found
 
 
-async def test_demo_serves_bob_a_lab_listing_his_readme(bobs_lab: Demo) -> None:
+async def _listing(demo: Demo, user: str, cookies: dict[str, str]) -> list[str]:
+    """The names in the user's lab's root folder (their home), through the lab's REST API."""
     async with _session() as http:
-        http.cookie_jar.update_cookies(bobs_lab.lab_cookies)
-        async with http.get(f"{bobs_lab.url}/user/bob/api/contents/") as r:
+        http.cookie_jar.update_cookies(cookies)
+        async with http.get(f"{demo.url}/user/{user}/api/contents/") as r:
             assert r.status == 200, await r.text()
-            listing = await r.json()
+            return [item["name"] for item in (await r.json())["content"]]
 
-    assert "README.txt" in [item["name"] for item in listing["content"]]
+
+async def test_demo_serves_bob_a_lab_listing_his_readme(bobs_lab: Demo) -> None:
+    assert "README.txt" in await _listing(bobs_lab, "bob", bobs_lab.lab_cookies)
+
+
+def test_the_banner_names_each_user_and_why_carols_lab_is_refused(demo: Demo) -> None:
+    banner = demo.text
+
+    for line in [
+        "Log in with password demo as:",
+        "alice, bob  Each lab runs as the owner of the user's directory",
+        "alice as uid 2001, bob as uid 2002",
+        f"admin       The admin panel ({demo.url}/hub/admin), and a lab as uid 2000.",
+        "carol       Refused: her directory is owned by root, and no lab runs as root.",
+    ]:
+        assert line in banner, banner
+    home = demo.files / "exports" / "hpc" / "home"
+    assert (home / "carol").stat().st_uid == 0
+    assert (home / "admin").stat().st_uid == 2000
+
+
+async def test_the_admin_gets_a_lab_of_their_own(demo: Demo) -> None:
+    cookies = await _log_in_and_wait_for_lab(demo, "admin", "demo")
+
+    assert "README.txt" in await _listing(demo, "admin", cookies)
 
 
 def test_demo_labs_share_a_project_group(bobs_lab: Demo) -> None:
@@ -198,6 +235,45 @@ def test_ctrl_c_stops_the_demo_and_removes_its_files_and_processes(bobs_lab: Dem
     assert "Stopping the hub, the labs and the sandbox" in bobs_lab.text
     assert not files.exists()
     assert _processes_mentioning(files, port) == []
+
+
+def _demo_files() -> set[Path]:
+    return {p for p in Path(tempfile.gettempdir()).iterdir() if p.name.startswith("nfsuid-demo-")}
+
+
+def test_demo_on_a_taken_port_fails_at_once_naming_the_port_and_the_option() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root, as the demo does, to reach its port check")
+    before = _demo_files()
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        began = time.monotonic()
+        process = subprocess.Popen(
+            [str(NFSUIDSPAWNER), "demo", "--port", str(port)],
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            output, _ = process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:  # it went on to start: let it clean up
+            os.killpg(process.pid, signal.SIGINT)
+            try:
+                output, _ = process.communicate(timeout=90)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                output, _ = process.communicate()
+        seconds = time.monotonic() - began
+
+    assert process.returncode != 0, output
+    assert seconds < 2, f"{seconds:.1f} s:\n{output}"
+    assert output.strip().count("\n") == 0, output
+    assert str(port) in output and "--port" in output, output
+    assert _demo_files() == before
 
 
 def _as_nobody(argv: list[str]) -> tuple[int, str]:

@@ -1,0 +1,127 @@
+"""The spawn page's progress: what the spawner decided, for both sources, as it decides it.
+
+KubeSpawner's start, stop and progress are replaced by stand-ins that behave like them
+without a cluster; progress is read as JupyterHub's progress API reads it, until the
+start has ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jupyterhub.utils import iterate_until
+from kubespawner import KubeSpawner
+
+from nfsuidspawner import NFSUIDError
+
+from .conftest import source_config
+
+CHECKING = "nfsuid: checking /data/hpc/home/{0}, the directory of {0}"
+RUNS_AS = "nfsuid: alice runs as 2001:3001, the owner of /data/hpc/home/alice"
+REFUSAL = "nfsuid: user carol: /data/hpc/home/carol is owned by uid 0 (root). Fix: chown it"
+
+
+async def kube_progress(self: KubeSpawner) -> Any:
+    """Like KubeSpawner's: its events, then a poll each second until its start has ended."""
+    yield {"progress": 30, "message": "Scheduled"}
+    while not (self._start_future and self._start_future.done()):
+        await asyncio.sleep(1)
+
+
+async def kube_stop(self: KubeSpawner, now: bool = False) -> None:
+    await asyncio.sleep(0.01)  # the API's delete
+
+
+def init_pod(exit_code: int, message: str) -> dict[str, Any]:
+    """A pending pod whose identity initContainer has ended."""
+    terminated = {"exitCode": exit_code, "message": message}
+    init = {"name": "nfsuid-identity", "state": {"terminated": terminated}}
+    return {"metadata": {}, "status": {"phase": "Pending", "initContainerStatuses": [init]}}
+
+
+async def init_resolves(spawner: KubeSpawner) -> str:
+    await spawner.get_pod_manifest()
+    for _ in range(3):  # KubeSpawner polls the pod until it runs
+        spawner.is_pod_running(init_pod(0, "nfsuid: user alice runs as 2001:3001\n"))
+        await asyncio.sleep(0.01)
+    return "http://127.0.0.1:8888"
+
+
+async def init_refuses(spawner: KubeSpawner) -> str:
+    await spawner.get_pod_manifest()
+    await asyncio.sleep(0.01)
+    spawner.is_pod_running(init_pod(1, REFUSAL + "\n"))
+    return "never"
+
+
+async def hub_builds_the_pod(spawner: KubeSpawner) -> str:
+    await spawner.get_pod_manifest()
+    return "http://127.0.0.1:8888"
+
+
+@pytest.fixture
+def spawn(make_spawner, monkeypatch) -> Callable[..., Awaitable[tuple[list[str], Any]]]:
+    """Start a lab whose KubeSpawner start runs `work`: its progress messages and outcome."""
+    monkeypatch.setattr(KubeSpawner, "progress", kube_progress)
+    monkeypatch.setattr(KubeSpawner, "stop", kube_stop)
+
+    async def run(
+        config: dict[str, Any], user: str, work: Callable[[KubeSpawner], Awaitable[str]]
+    ) -> tuple[list[str], Any]:
+        def kube_start(self: KubeSpawner) -> asyncio.Future:
+            self._start_future = asyncio.ensure_future(work(self))
+            return self._start_future
+
+        monkeypatch.setattr(KubeSpawner, "start", kube_start)
+        spawner = make_spawner(config, username=user)
+        await spawner.run_auth_state_hook(None)
+        started = spawner.start()
+        messages = [e["message"] async for e in iterate_until(started, spawner.progress())]
+        outcome = (await asyncio.gather(started, return_exceptions=True))[0]
+        return messages, outcome
+
+    return run
+
+
+def notes(messages: list[str]) -> list[str]:
+    return [m for m in messages if m.startswith("nfsuid:")]
+
+
+async def test_initcontainer_source_shows_the_check_then_the_owner_once(spawn) -> None:
+    messages, outcome = await spawn({"identity_source": "initcontainer"}, "alice", init_resolves)
+
+    assert outcome == "http://127.0.0.1:8888"
+    assert notes(messages) == [CHECKING.format("alice"), RUNS_AS]
+    assert "Scheduled" in messages
+
+
+async def test_initcontainer_refusal_is_shown_after_kubespawners_events(spawn) -> None:
+    messages, outcome = await spawn({"identity_source": "initcontainer"}, "carol", init_refuses)
+
+    assert isinstance(outcome, NFSUIDError) and str(outcome) == REFUSAL
+    assert notes(messages) == [CHECKING.format("carol"), REFUSAL]
+    assert messages.index("Scheduled") < messages.index(REFUSAL)
+
+
+async def test_hub_source_shows_the_check_then_the_owner(spawn, hub_share: Path) -> None:
+    config = source_config("hub", hub_share)
+
+    messages, outcome = await spawn(config, "alice", hub_builds_the_pod)
+
+    assert outcome == "http://127.0.0.1:8888"
+    assert notes(messages) == [CHECKING.format("alice"), RUNS_AS]
+
+
+async def test_hub_source_refusal_is_shown_with_its_reason(spawn, hub_share: Path) -> None:
+    (hub_share / "home" / "carol").mkdir()  # owned by root, as this test runs
+    config = source_config("hub", hub_share)
+
+    messages, outcome = await spawn(config, "carol", hub_builds_the_pod)
+
+    assert isinstance(outcome, NFSUIDError)
+    assert "/data/hpc/home/carol is owned by uid 0 (root). Fix: " in str(outcome)
+    assert notes(messages) == [CHECKING.format("carol"), str(outcome)]
