@@ -37,6 +37,13 @@ class Verdict:
     verdict: str
     reason: str
     groups: list[str]
+    message: str = ""
+
+
+def problem(message: str, directory: str) -> str:
+    """A refusal without its "nfsuid: user U:" prefix, the user's path and its fix."""
+    text = re.sub(r"^nfsuid: user .*?: ", "", message).split(". Fix:")[0]
+    return text.removeprefix(directory + " ")
 
 
 def reason_of(message: str) -> str:
@@ -58,7 +65,7 @@ async def _owner(path: str, hub_root: str, home_dir: str, timeout: float) -> str
         _, kind, uid, gid = await in_daemon_thread(path, lambda: _walk(hub_root, home_dir), timeout)
     except (TimeoutError, OSError):
         return "?"
-    return "-" if kind == "missing" else f"{uid}:{gid}"
+    return {"missing": "-", "symlink": "symlink"}.get(kind, f"{uid}:{gid}")
 
 
 async def audit_user(config: Config, user: str, share: str) -> Verdict:
@@ -88,7 +95,16 @@ async def audit_user(config: Config, user: str, share: str) -> Verdict:
         message = str(e)
         reason = reason_of(message)
         verdict = "unreachable" if reason == "unreachable" else "refused"
-        return Verdict(user, directory, owner, False, f"{verdict}: {message}", reason, groups)
+        return Verdict(
+            user,
+            directory,
+            owner,
+            False,
+            f"{verdict}: {problem(message, directory)}",
+            reason,
+            groups,
+            message,
+        )
     return Verdict(
         user, directory, owner, True, f"runs as {identity.uid}:{identity.gid}", "", groups
     )

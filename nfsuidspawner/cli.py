@@ -12,8 +12,11 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from . import manifests
+from .errors import NFSUIDError
+from .identity import Identity
 
 # The demo share's homes, owner uid and gid by user. Each shows the product's behaviour:
 # admin has a lab of their own too; carol's directory is owned by root, as a kubelet leaves
@@ -167,12 +170,9 @@ async def sandbox(args: argparse.Namespace) -> int:
     from .sandbox.cluster import Sandbox, load_manifests
 
     exports = dict(e.split("=", 1) for e in args.export)
+    cidr = {"pod_cidr": args.pod_cidr} if args.pod_cidr else {}
     cluster = Sandbox(
-        args.state_dir,
-        exports,
-        namespace=args.namespace,
-        allow_pv=args.allow_pv,
-        pod_cidr=args.pod_cidr,
+        args.state_dir, exports, namespace=args.namespace, allow_pv=args.allow_pv, **cidr
     )
     await cluster.start(port=args.port)
     try:
@@ -192,6 +192,67 @@ async def sandbox(args: argparse.Namespace) -> int:
     finally:
         await cluster.stop()
     return 0
+
+
+def audit_command(args: argparse.Namespace) -> int:
+    from .offline import load_config, no_cluster
+
+    with no_cluster():
+        return asyncio.run(_audit(args, load_config(args.config)))
+
+
+async def _audit(args: argparse.Namespace, config: Any) -> int:
+    from .audit import audit, report, users_in_share
+    from .offline import spawner_for
+
+    probe = spawner_for(config, "audit")
+    share = args.share or probe.hub_share_path
+    if not share:
+        print(
+            "nfsuidspawner audit: where is the share? Give --share PATH, or set"
+            " c.NFSUIDSpawner.hub_share_path in the config",
+            file=sys.stderr,
+        )
+        return 2
+    users = list(args.user)
+    for path in args.users_file:
+        users += [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    try:
+        if not users:
+            users = await users_in_share(probe.home_dir_template, share, probe.identity_timeout)
+        progress = sys.stderr if sys.stderr.isatty() else None
+        verdicts = await audit(config, users, share, progress)
+    except NFSUIDError as e:
+        print(e, file=sys.stderr)
+        return 2
+    return report(verdicts, args.json, probe.supplemental_groups != "none", sys.stdout)
+
+
+def render_command(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .offline import load_config, no_cluster
+    from .render import check, explain, objects_for
+
+    identity = None
+    if args.identity:
+        uid, _, gid = args.identity.partition(":")
+        identity = Identity(int(uid), int(gid))
+    config = load_config(args.config)
+    try:
+        with no_cluster():
+            objects = asyncio.run(
+                objects_for(config, args.user, args.server, args.profile, identity)
+            )
+    except NFSUIDError as e:
+        print(e, file=sys.stderr)
+        if not identity:
+            print("(--identity UID:GID renders without asking the source)", file=sys.stderr)
+        return 1
+    rendered = check(objects, args.kubernetes_version)
+    print(yaml.safe_dump_all(objects, sort_keys=False), end="")
+    print(explain(rendered, args.kubernetes_version, identity))
+    return 1 if rendered.problems else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,10 +288,33 @@ def main(argv: list[str] | None = None) -> int:
     )
     sandbox_cmd.add_argument("--port", type=int, default=0)
     sandbox_cmd.add_argument(
-        "--pod-cidr", default="127.0.90.0/24", help="the pods' addresses, inside 127.0.0.0/8"
+        "--pod-cidr", help="the pods' addresses, inside 127.0.0.0/8 (default: the sandbox's /16)"
     )
+    audit_cmd = commands.add_parser(
+        "audit", help="who each user's lab would run as, or why it would be refused"
+    )
+    audit_cmd.add_argument("--config", help="the site's jupyterhub_config.py")
+    audit_cmd.add_argument("--share", help="the share root here (default: hub_share_path)")
+    audit_cmd.add_argument("--user", action="append", default=[], help="a user (repeatable)")
+    audit_cmd.add_argument("--users-file", action="append", default=[], help="one user a line")
+    audit_cmd.add_argument("--json", action="store_true", help="JSON for scripts")
+    render_cmd = commands.add_parser(
+        "render", help="the objects the hub would create for a user, as YAML"
+    )
+    render_cmd.add_argument("user")
+    render_cmd.add_argument("--config", help="the site's jupyterhub_config.py")
+    render_cmd.add_argument("--profile", help="a profile_list slug")
+    render_cmd.add_argument("--server", default="", help="a named server")
+    render_cmd.add_argument(
+        "--identity", metavar="UID:GID", help="the directory's owner, instead of asking the source"
+    )
+    render_cmd.add_argument("--kubernetes-version", default="1.37")
     args = parser.parse_args(argv)
 
+    if args.command == "audit":
+        return audit_command(args)
+    if args.command == "render":
+        return render_command(args)
     if os.geteuid() != 0:
         print(NOT_ROOT, file=sys.stderr)
         return 1

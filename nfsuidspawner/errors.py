@@ -20,3 +20,13 @@ class NFSUIDError(web.HTTPError):
 
     def __str__(self) -> str:
         return self.jupyterhub_message
+
+    # The error page's heading is "<status> : <reason>". JupyterHub sets the reason of a
+    # failed spawn's exception to "error"; a refusal says what it is.
+    @property
+    def reason(self) -> str:
+        return "lab refused"
+
+    @reason.setter
+    def reason(self, _: str | None) -> None:
+        pass

@@ -66,6 +66,7 @@ def _walk(root: str, relative: str) -> tuple[int, str, int, int]:
     "symlink", "directory" or "other") and its owner. A link or a non-directory stops the
     walk: whatever it points at is never looked at.
     """
+    os.stat(root)  # the hub's own mount: missing is trouble with it, not with the user
     path = root
     parts = relative.split("/")
     for depth, part in enumerate(parts, start=1):

@@ -20,6 +20,7 @@ from traitlets.config import Config
 
 from nfsuidspawner import NFSUIDError
 from nfsuidspawner.audit import audit, audit_user, report, summary, users_in_share
+from nfsuidspawner.cli import main
 from nfsuidspawner.script import identity_script
 
 from .conftest import make_homes
@@ -92,7 +93,8 @@ async def test_the_verdict_is_what_a_spawn_and_the_init_container_say(
         assert verdict.ok and verdict.verdict.startswith(said)
         assert script_says(share, user, tmp_path).endswith(verdict.verdict)
     except NFSUIDError as refusal:
-        assert verdict.verdict == f"refused: {refusal}"
+        assert verdict.message == str(refusal)
+        assert verdict.verdict.startswith("refused: ")
         assert script_says(share, user, tmp_path) == str(refusal)
 
 
@@ -157,5 +159,49 @@ async def test_a_hung_server_is_reported_unreachable_within_the_timeout(hung_sha
     [verdict] = await audit(config(identity_timeout=1.0), ["alice"], hung_share)
 
     assert time.monotonic() - began < 1.0 + 3.0
-    assert verdict.verdict.startswith("unreachable: nfsuid: user alice: stat of")
+    assert verdict.verdict.startswith("unreachable: stat of")
+    assert verdict.message.startswith("nfsuid: user alice: stat of")
     assert verdict.reason == "unreachable"
+
+
+def write_config(tmp_path: Path, share: Path) -> str:
+    path = tmp_path / "site_config.py"
+    path.write_text(
+        "c = get_config()\n"
+        "c.NFSUIDSpawner.identity_source = 'initcontainer'\n"
+        f"c.NFSUIDSpawner.hub_share_path = {str(share)!r}\n"
+    )
+    return str(path)
+
+
+def test_the_command_lists_every_user_and_exits_1_when_any_is_refused(
+    share, tmp_path, capsys
+) -> None:
+    before = tree(share)
+
+    status = main(["audit", "--config", write_config(tmp_path, share)])
+
+    out = capsys.readouterr().out.splitlines()
+    assert status == 1
+    assert out[0].split() == ["USER", "DIRECTORY", "OWNER", "VERDICT"]
+    assert [line.split()[0] for line in out[1:-1]] == sorted(OWNERS.keys() | {"linked"})
+    assert out[-1] == "4 ok, 4 refused (1 low_uid, 1 nobody, 1 root, 1 symlink)"
+    assert tree(share) == before
+
+
+def test_the_command_takes_users_from_a_file_and_prints_json(share, tmp_path, capsys) -> None:
+    users = tmp_path / "users.txt"
+    users.write_text("alice\n\na.b\n")
+
+    status = main(["audit", "--share", str(share), "--users-file", str(users), "--json"])
+
+    assert status == 0
+    assert [v["verdict"] for v in json.loads(capsys.readouterr().out)] == [
+        "runs as 2001:3001",
+        "runs as 2010:3010",
+    ]
+
+
+def test_the_command_without_a_share_says_what_to_give(capsys) -> None:
+    assert main(["audit", "--user", "alice"]) == 2
+    assert "Give --share PATH" in capsys.readouterr().err

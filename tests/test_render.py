@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from traitlets.config import Config
 
 from nfsuidspawner import Identity
+from nfsuidspawner.cli import main
 from nfsuidspawner.inject import as_dict
 from nfsuidspawner.offline import load_config, no_cluster
 from nfsuidspawner.render import check, explain, objects_for
@@ -87,3 +89,27 @@ async def test_a_schema_problem_is_reported_not_hidden(offline) -> None:
 
     assert rendered.problems and rendered.problems[0].startswith("Pod jupyter-alice:")
     assert "INVALID" in explain(rendered, "1.37", None)
+
+
+def test_the_command_prints_the_objects_and_what_they_meet(capsys) -> None:
+    status = main(["render", "alice", "--config", str(EXAMPLE), "--profile", "scipy"])
+
+    out = capsys.readouterr().out
+    [pod] = [doc for doc in yaml.safe_load_all(out) if doc]
+    assert status == 0
+    assert pod["kind"] == "Pod"
+    assert pod["spec"]["containers"][0]["image"] == "quay.io/jupyter/scipy-notebook:2025-12-31"
+    assert "# strict schema of Kubernetes 1.37: valid" in out
+    assert "# Pod Security: baseline (not restricted:)" in out
+
+
+def test_the_command_for_a_source_it_cannot_ask_names_the_fix(tmp_path, capsys) -> None:
+    config = tmp_path / "site_config.py"
+    config.write_text(
+        "c = get_config()\n"
+        "c.NFSUIDSpawner.identity_source = 'hub'\n"
+        "c.NFSUIDSpawner.hub_share_path = '/nowhere'\n"
+    )
+
+    assert main(["render", "alice", "--config", str(config)]) == 1
+    assert "cannot stat /nowhere/home/alice on the hub" in capsys.readouterr().err

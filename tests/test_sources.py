@@ -90,3 +90,9 @@ async def test_nss_root_never_becomes_a_lab(make_spawner) -> None:
 
     with pytest.raises(NFSUIDError, match=r"is owned by uid 0 \(root\)"):
         await spawner.get_pod_manifest()
+
+
+async def test_a_missing_hub_mount_is_named_as_the_hubs_trouble(tmp_path: Path) -> None:
+    """Not "/data/hpc/home does not exist": the share is fine, the hub's mount is not."""
+    with pytest.raises(NFSUIDError, match=f"cannot stat {tmp_path}/gone/home/alice on the hub"):
+        await owner(tmp_path / "gone", "alice")

@@ -197,6 +197,8 @@ async def test_demo_carol_is_shown_why_her_lab_is_refused(demo: Demo, page: Page
         await expect(body).to_contain_text(
             "/data/hpc/home/carol is owned by uid 0 (root). Fix: chown it", timeout=1_000
         )
+        # Not a bare "400 : error" heading: the page says what happened.
+        await expect(body).not_to_contain_text("400 : error", timeout=1_000)
     except AssertionError as error:
         failed = await screenshot(page, "demo-carol-failed.png")
         raise AssertionError(
