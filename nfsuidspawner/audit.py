@@ -87,7 +87,7 @@ async def audit_user(config: Config, user: str, share: str) -> Verdict:
         )
         try:
             identity = await spawner._known_identity(layout)
-            found = await spawner._groups(layout, identity)
+            found, _ = await spawner._groups(layout, identity)
         finally:
             owner = await shown
         groups = [f"{g.name}({g.gid})" for g in found.granted] + list(found.refused)

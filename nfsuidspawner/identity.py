@@ -114,9 +114,9 @@ REFUSALS: dict[str, tuple[str, str]] = {
         "chgrp it to the user's group, or lower c.NFSUIDSpawner.min_gid if {gid} is a real group",
     ),
     "wrong_owner": (
-        "is owned by uid {uid}, but the identity source says uid {expected_uid}",
-        "chown it to the user's uid, or fix the identity source; a lab only runs as the"
-        " owner of its directory",
+        "is owned by uid {uid}, but the user is uid {expected_uid}",
+        "chown it to the user's uid, or fix the identity source (or the hub's NSS, which"
+        " gives the groups); a lab only runs as the owner of its directory",
     ),
 }
 

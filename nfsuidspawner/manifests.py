@@ -62,6 +62,8 @@ class Layout:
     home_symlink: bool = True
     extra_share_mounts: tuple[dict[str, Any], ...] = field(default_factory=tuple)
     groups: tuple[Group, ...] = ()
+    # The uid the directory must have when the identity is found in the pod (NSS's).
+    expect_uid: int | None = None
 
     @property
     def share_path(self) -> str:
@@ -189,6 +191,8 @@ def identity_init_container(
     ]
     if identity is None:
         env["NFSUID_HOOKS"] = "1"
+        if layout.expect_uid is not None:
+            env["NFSUID_EXPECT_UID"] = str(layout.expect_uid)
     else:
         env |= {"NFSUID_EXPECT_UID": str(identity.uid), "NFSUID_ETC": "1"}
     if layout.home_symlink:

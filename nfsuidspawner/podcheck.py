@@ -211,14 +211,15 @@ def check_root_phase(pod: Pod, user: str, user_roots: Iterable[str]) -> None:
                 )
 
 
-def check_writable_share_mounts(user: str, mount_paths: Iterable[str]) -> None:
-    """A writable project directory never covers a place start.sh's root phase reads: any
-    member of the project could put code there for another member's root phase."""
+def check_share_mounts(user: str, mount_paths: Iterable[str]) -> None:
+    """No directory of the share covers a place start.sh's root phase reads. Read-only in
+    this lab or not, someone can write it: a project member in their own lab, or anyone
+    with a shell on the cluster's login nodes."""
     for mount in mount_paths:
         for place in ROOT_PHASE_DIRS:
             if _overlap(mount, place):
                 raise NFSUIDError(
-                    f"nfsuid: user {user}: extra_share_mounts puts a writable directory at"
+                    f"nfsuid: user {user}: extra_share_mounts puts a directory of the share at"
                     f" {mount}, over {place}, where start.sh finds code it runs as root. Fix:"
                     " mount it elsewhere, such as under share_mount_path"
                 )

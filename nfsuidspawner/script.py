@@ -45,6 +45,13 @@ HOOK_NAME = "nfsuid-identity.sh"
 # creates the granted groups (replacing an image group of the same name, whatever its
 # gid) and makes them, and only them, NB_USER's.
 GROUPS_HOOK_NAME = "nfsuid-groups.sh"
+# The image's run-hooks.sh logs a failed hook and goes on, so the hook ends start.sh itself
+# (an `exit` in a sourced hook) unless NB_USER has exactly the wanted gids: a lab never
+# starts with groups it was not granted, or without those it was.
+GROUPS_CHECK = (
+    'have=" $(id -G "$NB_USER") "; for g in WANT; do case "$have" in *" $g "*) ;; *) exit 1;; esac;'
+    ' have=${have% $g *}" "${have#* $g }; done; [ -z "${have# }" ] || exit 1'
+)
 PASSWD, GROUP = "passwd", "group"
 JUPYTER_CONFIG_DIR = "jupyter"
 # The lab's working dir is / (see manifests); terminals open in the server's working dir.
@@ -118,11 +125,14 @@ if [ -n "${{NFSUID_HOOKS:-}}" ]; then
   printf 'export NB_USER=%s NB_UID=%s NB_GID=%s NB_GROUP=%s\\n' \\
     "$NFSUID_NB_USER" "$uid" "$gid" "$NFSUID_NB_GROUP" > "$run/{HOOK_NAME}.tmp"
   mv "$run/{HOOK_NAME}.tmp" "$run/{HOOK_NAME}"
+  want=$gid
+  for g in $groups; do want="$want ${{g%%:*}}"; done
   for g in $groups; do
-    printf 'groupdel %s 2>/dev/null; groupadd --non-unique --gid %s %s\\n' \\
+    printf 'groupdel %s 2>/dev/null; groupadd --non-unique --gid %s %s || exit 1\\n' \\
       "${{g#*:}}" "${{g%%:*}}" "${{g#*:}}"
   done > "$run/{GROUPS_HOOK_NAME}"
-  printf 'usermod -G "%s" "$NB_USER"\\n' "$names" >> "$run/{GROUPS_HOOK_NAME}"
+  printf 'usermod -G "%s" "$NB_USER" || exit 1\\n' "$names" >> "$run/{GROUPS_HOOK_NAME}"
+  printf '%s\\n' '{GROUPS_CHECK}' | sed "s/WANT/$want/" >> "$run/{GROUPS_HOOK_NAME}"
 fi
 if [ -n "${{NFSUID_ETC:-}}" ]; then
   while IFS= read -r line; do

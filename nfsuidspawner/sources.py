@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from jupyterhub.utils import maybe_future
 
 from .errors import NFSUIDError
-from .identity import NOBODY, Identity, check_ids, check_type
+from .identity import Identity, check_ids, check_type
 
 T = TypeVar("T")
 
@@ -144,43 +144,48 @@ def nss_identity(spawner: Any) -> Identity:
     return Identity(entry.pw_uid, entry.pw_gid)
 
 
-def _nss_groups(name: str) -> list[tuple[int, str]]:
+def _nss_groups(name: str) -> tuple[int | None, list[tuple[int, str]]]:
+    """The uid NSS gives `name`, and its groups; no uid and no groups for a name NSS lacks."""
     try:
-        base = pwd.getpwnam(name).pw_gid
+        entry = pwd.getpwnam(name)
     except KeyError:
-        base = NOBODY  # getgrouplist still finds the groups that list the name
+        return None, []
     found = []
-    for gid in os.getgrouplist(name, base):
-        if gid == base == NOBODY:
-            continue
+    for gid in os.getgrouplist(name, entry.pw_gid):
         try:
             found.append((gid, grp.getgrgid(gid).gr_name))
         except KeyError:
             found.append((gid, ""))  # no name: the guard rails leave it out, saying so
-    return found
+    return entry.pw_uid, found
 
 
-async def supplementary_groups(source: Any, spawner: Any, timeout: float) -> list[tuple[int, str]]:
-    """The (gid, name) pairs `source` gives for the spawner's user, before the guard rails.
+async def supplementary_groups(
+    source: Any, spawner: Any, timeout: float
+) -> tuple[list[tuple[int, str]], int | None]:
+    """The (gid, name) pairs `source` gives for the spawner's user, before the guard rails,
+    and the uid they belong to when the source says (NSS does).
 
     "none" gives none; "nss" asks the hub's NSS (os.getgrouplist, names from grp), in a
     thread with `timeout`, since LDAP or SSSD can hang; a callable may be sync or async.
     """
     user = spawner.user.name
     if source == "none":
-        return []
+        return [], None
     if source == "nss":
         try:
-            return await in_daemon_thread(f"groups:{user}", lambda: _nss_groups(user), timeout)
+            uid, found = await in_daemon_thread(
+                f"groups:{user}", lambda: _nss_groups(user), timeout
+            )
         except TimeoutError:
             raise NFSUIDError(
                 f"nfsuid: user {user}: the hub's NSS did not list the user's groups within"
                 f" {timeout:g} s. Fix: check the hub's LDAP or SSSD, or raise"
                 " c.NFSUIDSpawner.identity_timeout"
             ) from None
+        return found, uid
     found = await maybe_future(source(spawner))
     try:
-        return [(int(gid), str(name)) for gid, name in found]
+        return [(int(gid), str(name)) for gid, name in found], None
     except (TypeError, ValueError):
         raise NFSUIDError(
             f"nfsuid: user {user}: supplemental_groups returned {found!r}, not a list of"

@@ -23,6 +23,7 @@ from .identity import (
     check_expected_owner,
     check_ids,
     home_dir,
+    refusal,
     unix_name,
 )
 from .options import NFSUIDOptions
@@ -161,8 +162,22 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
             args.append(f"--ServerApp.root_dir={self._layout().home}")
         return args
 
-    async def _groups(self, layout: manifests.Layout, identity: Identity | None) -> Groups:
-        found = await supplementary_groups(self.supplemental_groups, self, self.identity_timeout)
+    async def _groups(
+        self, layout: manifests.Layout, identity: Identity | None
+    ) -> tuple[Groups, int | None]:
+        """The groups the lab gets, and the uid they belong to, when the source says (NSS).
+
+        NSS knows the user by the hub's name, not by the directory: its groups go only to
+        a lab of the uid NSS gives that name, checked here or, for the initcontainer
+        source, by the initContainer.
+        """
+        found, owner = await supplementary_groups(
+            self.supplemental_groups, self, self.identity_timeout
+        )
+        if owner is not None and identity and identity.uid != owner:
+            raise refusal(
+                layout.user, layout.share_path, "wrong_owner", uid=identity.uid, expected_uid=owner
+            )
         groups = check_groups(
             found,
             identity.gid if identity else None,
@@ -174,7 +189,7 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
         for reason in groups.refused:
             self.log.warning("nfsuid: user %s: %s", layout.user, reason)
             self._note(f"nfsuid: user {layout.user}: {reason}")
-        return groups
+        return groups, owner
 
     def _note(self, message: str) -> None:
         """Show this on the spawn page, once: progress() yields it as soon as it is made."""
@@ -226,8 +241,8 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
         if identity and (self.identity_source == "hub" or self.hub_share_path):
             # Its owner on the hub's mount; otherwise the pod confirms it (is_pod_running).
             self._note(_runs_as(layout, identity))
-        groups = await self._groups(layout, identity)
-        layout = dataclasses.replace(layout, groups=groups.granted)
+        groups, owner = await self._groups(layout, identity)
+        layout = dataclasses.replace(layout, groups=groups.granted, expect_uid=owner)
         if identity is None:
             podcheck.check_admin_choices(
                 layout.user, self.image, self.allowed_images, self._from_user
@@ -240,11 +255,9 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
         )
         podcheck.check_env(theirs, layout.user, self.unsafe_allow_identity_overrides)
         if identity is None:
-            writable = [
-                m["mountPath"] for m in layout.extra_share_mounts if m.get("readOnly") is False
-            ]
-            podcheck.check_writable_share_mounts(layout.user, writable)
-            podcheck.check_root_phase(theirs, layout.user, ["/home", layout.share_path, *writable])
+            shared = [m["mountPath"] for m in layout.extra_share_mounts]
+            podcheck.check_share_mounts(layout.user, shared)
+            podcheck.check_root_phase(theirs, layout.user, ["/home", layout.share_path, *shared])
         share = manifests.share_volume(
             self.nfs_storage, self.nfs_server, self.nfs_export_path, self.nfs_pvc_name
         )

@@ -14,7 +14,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from nfsuidspawner import NFSUIDError, pss
+from nfsuidspawner import NFSUIDError, pss, sources
 from nfsuidspawner.groups import Group, check_groups
 from nfsuidspawner.identity import IMAGE_ACCOUNT_NAMES
 from nfsuidspawner.manifests import RUN_VOLUME
@@ -102,8 +102,11 @@ def nss_groups_of(name: str, tmp_path: Path) -> list[list[Any]]:
     return json.loads(result.stdout)
 
 
-def test_nss_lists_the_groups_that_name_the_user(tmp_path: Path) -> None:
-    assert sorted(map(tuple, nss_groups_of("alice", tmp_path))) == [
+def test_nss_lists_the_users_uid_and_the_groups_that_name_the_user(tmp_path: Path) -> None:
+    uid, groups = nss_groups_of("alice", tmp_path)
+
+    assert uid == 2001
+    assert sorted(map(tuple, groups)) == [
         (0, "wheel"),
         (50, "low"),
         (3001, "alice"),
@@ -112,8 +115,12 @@ def test_nss_lists_the_groups_that_name_the_user(tmp_path: Path) -> None:
     ]
 
 
+def test_a_name_nss_lacks_gets_no_groups(tmp_path: Path) -> None:
+    assert nss_groups_of("mallory", tmp_path) == [None, []]
+
+
 def test_nss_groups_pass_the_guard_rails(tmp_path: Path) -> None:
-    kept, refused = granted([tuple(g) for g in nss_groups_of("alice", tmp_path)])
+    kept, refused = granted([tuple(g) for g in nss_groups_of("alice", tmp_path)[1]])
 
     assert kept == (Group(*P1), Group(5003, "p3"))
     assert [r.split(":")[0] for r in refused] == [
@@ -223,3 +230,33 @@ async def test_a_terminal_opens_in_the_home(build_pod) -> None:
     pod = await build_pod("hub")
 
     assert env_of(notebook(pod))["JUPYTER_CONFIG_PATH"] == "/etc/nfsuid/jupyter"
+
+
+@pytest.fixture
+def nss_says(monkeypatch):
+    """The hub's NSS, as the spawner asks it: `nss_says(uid, groups)`."""
+
+    def say(uid: int, groups: list[tuple[int, str]]) -> None:
+        monkeypatch.setattr(sources, "_nss_groups", lambda name: (uid, groups))
+
+    return say
+
+
+async def test_nss_groups_go_only_to_a_lab_of_the_nss_users_uid(make_spawner, hub_share, nss_says):
+    """scratch/carol made by mallory (uid 2099) before carol's first login: carol's lab would
+    run as mallory, with carol's groups."""
+    nss_says(2002, [P1])  # NSS: the hub user alice is uid 2002; her directory is 2001's
+    spawner = make_spawner(
+        {"identity_source": "hub", "hub_share_path": str(hub_share), "supplemental_groups": "nss"}
+    )
+
+    with pytest.raises(NFSUIDError, match="is owned by uid 2001, but the user is uid 2002"):
+        await spawner.get_pod_manifest()
+
+
+async def test_the_init_container_checks_the_nss_users_uid(build_pod, nss_says) -> None:
+    nss_says(2001, [P1])
+
+    pod = await build_pod("initcontainer", supplemental_groups="nss")
+
+    assert env_of(pod["spec"]["initContainers"][0])["NFSUID_EXPECT_UID"] == "2001"

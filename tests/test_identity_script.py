@@ -116,8 +116,11 @@ def test_owner_becomes_the_identity_hook(share: Path, tmp_path: Path, name: str)
 def test_groups_hook_takes_away_supplementary_groups(share: Path, tmp_path: Path) -> None:
     """start.sh's useradd adds group 100 (users); the lab keeps only what the hub granted."""
     run_script(share, "alice", tmp_path)
+    hook = tmp_path / "run" / GROUPS_HOOK_NAME
 
-    assert (tmp_path / "run" / GROUPS_HOOK_NAME).read_text() == 'usermod -G "" "$NB_USER"\n'
+    assert hook.read_text().splitlines()[0] == 'usermod -G "" "$NB_USER" || exit 1'
+    assert source_groups_hook(hook, tmp_path, "3001 100") != 0
+    assert source_groups_hook(hook, tmp_path, "3001") == 0
 
 
 def test_groups_hook_creates_and_grants_exactly_the_granted_groups(
@@ -126,11 +129,58 @@ def test_groups_hook_creates_and_grants_exactly_the_granted_groups(
     """3001 is alice's primary gid: it is her group already, not a supplementary one."""
     run_script(share, "alice", tmp_path, NFSUID_GROUPS="5001:p1 3001:alice 5002:p2")
 
-    assert (tmp_path / "run" / GROUPS_HOOK_NAME).read_text() == (
-        "groupdel p1 2>/dev/null; groupadd --non-unique --gid 5001 p1\n"
-        "groupdel p2 2>/dev/null; groupadd --non-unique --gid 5002 p2\n"
-        'usermod -G "p1,p2" "$NB_USER"\n'
-    )
+    lines = (tmp_path / "run" / GROUPS_HOOK_NAME).read_text().splitlines()
+    assert lines[:3] == [
+        "groupdel p1 2>/dev/null; groupadd --non-unique --gid 5001 p1 || exit 1",
+        "groupdel p2 2>/dev/null; groupadd --non-unique --gid 5002 p2 || exit 1",
+        'usermod -G "p1,p2" "$NB_USER" || exit 1',
+    ]
+    assert "for g in 3001 5001 5002;" in lines[3]
+
+
+def source_groups_hook(hook: Path, tmp_path: Path, groups_of_user: str, fail: str = "") -> int:
+    """Source the hook in bash as start.sh would, with groupadd, groupdel and usermod
+    stubbed (`fail` names one that fails) and `id -G` answering `groups_of_user`."""
+    bin_dir = tmp_path / "stub-bin"
+    bin_dir.mkdir(exist_ok=True)
+    for tool in ("groupadd", "groupdel", "usermod"):
+        (bin_dir / tool).write_text(f"#!/bin/sh\nexit {1 if tool == fail else 0}\n")
+    (bin_dir / "id").write_text(f"#!/bin/sh\necho {groups_of_user}\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    script = f'NB_USER=alice; source {hook}; echo "start.sh goes on"'
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    result = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
+    return result.returncode if "start.sh goes on" not in result.stdout else 0
+
+
+@pytest.mark.parametrize(
+    ("groups_of_user", "fail", "goes_on"),
+    [
+        ("3001 5001", "", True),
+        ("3001 5001 100", "", False),
+        ("3001", "", False),
+        ("3001 5001", "groupadd", False),
+        ("3001 5001", "usermod", False),
+    ],
+    ids=[
+        "exactly-granted",
+        "kept-group-100",
+        "lost-a-granted-one",
+        "groupadd-fails",
+        "usermod-fails",
+    ],
+)
+def test_the_groups_hook_ends_start_sh_unless_the_groups_are_exact(
+    share: Path, tmp_path: Path, groups_of_user: str, fail: str, goes_on: bool
+) -> None:
+    """The image's run-hooks.sh logs a failed hook and goes on: a hook that merely failed
+    would leave the lab in group 100 (start.sh's useradd) and without its project."""
+    run_script(share, "alice", tmp_path, NFSUID_GROUPS="5001:p1")
+
+    code = source_groups_hook(tmp_path / "run" / GROUPS_HOOK_NAME, tmp_path, groups_of_user, fail)
+
+    assert (code == 0) is goes_on
 
 
 IMAGE_PASSWD = "root:x:0:0:root:/root:/bin/bash\njovyan:x:1000:100::/home/jovyan:/bin/bash\n"

@@ -467,3 +467,12 @@ async def test_the_identity_check_never_runs_in_an_image_the_user_chose(make_spa
 
     assert notebook(pod)["image"] == "docker.io/mallory/lab:1"
     assert pod["spec"]["initContainers"][0]["image"] == BASE
+
+
+async def test_a_read_only_share_directory_over_a_hook_directory_is_refused(make_spawner):
+    """Read-only here, but whoever can write projects/tools elsewhere writes root's hooks."""
+    mount = {"subPath": "projects/tools", "mountPath": "/usr/local/bin/before-notebook.d"}
+    spawner = make_spawner({"extra_share_mounts": [mount]})
+
+    with pytest.raises(NFSUIDError, match="puts a directory of the share at /usr/local/bin"):
+        await spawner.get_pod_manifest()

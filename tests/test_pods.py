@@ -266,7 +266,7 @@ async def test_callable_identity_must_own_the_hub_visible_directory(make_spawner
     )
 
     with pytest.raises(
-        NFSUIDError, match="owned by uid 2001, but the identity source says uid 2002"
+        NFSUIDError, match="owned by uid 2001, but the user is uid 2002"
     ):
         await spawner.get_pod_manifest()
 

@@ -1,6 +1,8 @@
 #!/bin/bash
 # Sandbox stand-in: source (*.sh) or run (executable) every file of a hook directory, in order.
 # Meant to be sourced by start.sh so that an `export` in a *.sh hook reaches the final command.
+# As the image's own: a failed hook is logged and the next one runs (an `exit` in a sourced
+# hook still ends start.sh).
 
 run_hooks() {
     local dir="$1" hook
@@ -12,15 +14,12 @@ run_hooks() {
             *.sh)
                 echo "Sourcing shell script: ${hook}"
                 # shellcheck disable=SC1090
-                if ! source "$hook"; then
-                    echo "ERROR: ${hook} failed; the container exits" >&2
-                    exit 1
-                fi
+                source "$hook" || echo "ERROR: ${hook} has failed, continuing execution" >&2
                 ;;
             *)
                 if [ -x "$hook" ]; then
                     echo "Running executable: ${hook}"
-                    "$hook" || { echo "ERROR: ${hook} failed; the container exits" >&2; exit 1; }
+                    "$hook" || echo "ERROR: ${hook} has failed, continuing execution" >&2
                 else
                     echo "Ignoring non-executable: ${hook}"
                 fi
