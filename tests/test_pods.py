@@ -265,9 +265,7 @@ async def test_callable_identity_must_own_the_hub_visible_directory(make_spawner
         {"identity_source": lambda s: Identity(2002, 3002), "hub_share_path": str(hub_share)}
     )
 
-    with pytest.raises(
-        NFSUIDError, match="owned by uid 2001, but the user is uid 2002"
-    ):
+    with pytest.raises(NFSUIDError, match="owned by uid 2001, but the user is uid 2002"):
         await spawner.get_pod_manifest()
 
 
