@@ -42,6 +42,16 @@ c.NFSUIDSpawner.cpu_limit = 2
 c.NFSUIDSpawner.mem_guarantee = "2G"
 c.NFSUIDSpawner.mem_limit = "4G"
 
+# Timeouts that hold a burst of 500 logins (a class at 9:00); the numbers are in docs/sizing.md.
+# Start to pod ready: autoscaled nodes and a cold pull of the lab image take minutes (default 60).
+c.NFSUIDSpawner.start_timeout = 600
+# Pod ready to the lab's first HTTP answer: labs start side by side, the hub's loop stalls 6-8 s (default 30).
+c.NFSUIDSpawner.http_timeout = 120
+# One API call: 500 pod creates arrive within 15 ms; one cut off at 3 s is re-sent as a duplicate.
+c.NFSUIDSpawner.k8s_api_request_timeout = 10
+# All tries of one call: the default 30 s failed most of a burst against an API server slower than 3 s.
+c.NFSUIDSpawner.k8s_api_request_retry_timeout = 120
+
 DOCKER_STACKS_TAG = "2025-12-31"
 c.NFSUIDSpawner.profile_list = [
     {

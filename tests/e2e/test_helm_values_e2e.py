@@ -209,7 +209,8 @@ def test_profile_images_get_the_sandbox_docker_stacks_stand_in(values_file: Path
 @pytest.mark.parametrize("values_file", VALUES_FILES, ids=lambda p: p.name)
 def test_chart_config_sets_every_sandbox_spawner_trait_but_the_timeouts(values_file: Path) -> None:
     chart = chart_config(chart_values(values_file))
-    assert set(SANDBOX_SPAWNER_TRAITS) - set(chart_spawner_settings(chart)) == {
+    # The values may set the timeouts too (sized for a burst on a real cluster).
+    assert set(SANDBOX_SPAWNER_TRAITS) - set(chart_spawner_settings(chart)) <= {
         "start_timeout",
         "http_timeout",
     }

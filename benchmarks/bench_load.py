@@ -1,0 +1,627 @@
+"""A burst of concurrent logins through a real JupyterHub: nfsuidspawner against plain KubeSpawner.
+
+    sudo .venv/bin/python benchmarks/bench_load.py [--users 50] [--deadline 1200]
+
+For each setup (plain KubeSpawner, then NFSUIDSpawner with the initcontainer and the hub
+identity source) it starts a fresh sandbox cluster as a child process (its CPU is its own) and a
+real hub with configurable-http-proxy (HubProcess). N users, each with a directory on the
+sandbox's share (uid and gid 10000+i), are started at once through the REST API with an admin
+service token (POST /hub/api/users/NAME/server), then stopped at once (DELETE).
+
+The hub runs with `concurrent_spawn_limit` and `active_server_limit` 0, `start_timeout` 600 s and
+`http_timeout` 300 s (flags change them), and KubeSpawner's own API timeouts (3 s a request,
+30 s of retries) unless --api-timeout / --api-retry-timeout say otherwise. The lab is a tiny HTTP
+server answering 200, started through the image's start.sh (the sandbox's docker-stacks
+stand-in), so the initcontainer source's switch from root to the user is real, and what differs
+between setups is what the spawners add.
+
+Polling 500 users through the REST API would cost the hub more CPU than the spawners being
+compared, so the hub's `slow_spawn_timeout` and `slow_stop_timeout` are raised past the
+spawner's timeouts: each POST answers when its server is ready (201) or failed (an error with
+the hub's message), each DELETE when its server is gone. A 202 (still pending) is polled. One
+listing of the hub's servers confirms the outcome at the end of each phase.
+
+Per setup: total time, p50/p99 time to ready, failures and their first messages, hub CPU ms per
+spawn (/proc/<hub>/stat utime+stime over the burst, children excluded), the hub's peak RSS
+(VmHWM), the sandbox's CPU and API writes per spawn (each reaches the hub's watches), the time
+for all to stop, and what is left once the hub has no server: pods (from the API), the
+sandbox's container processes, mounts under the run's directory, servers in the hub. Then the
+ratios to KubeSpawner, and one machine-readable line per setup (leftover -1: not counted, the
+setup did not get that far):
+
+    RESULT setup=<name> users=N failed=F leftover=L total_ratio=X hub_cpu_ratio=Y
+
+The whole run ends by --deadline (spawns not ready by then fail; stopping and counting get
+3 more minutes). Whatever happens, Ctrl-C and SIGTERM included, the hub, the sandbox and the
+temporary directories go. Exits 1 if any spawn failed or anything was left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import json
+import math
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from jupyterhub import __version__ as HUB_VERSION
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from nfsuidspawner.sandbox.hub import HubProcess, HubSettings, free_port
+
+REPO = Path(__file__).resolve().parent.parent
+
+NAMESPACE = "jupyter-system"
+NFS_SERVER, NFS_PATH = "bench.nfs.local", "/hpc"
+SETUPS = ("KubeSpawner", "initcontainer", "hub")
+FIRST_UID = 10000
+# Time allowed past --deadline to stop the servers, count what is left and clean up.
+CLEANUP_BUDGET = 180.0
+TICK = os.sysconf("SC_CLK_TCK")
+
+# The lab: answers 200 where the hub looks for it, with the version header a real lab sends
+# (without it the hub logs a warning per spawn). The sandbox puts the pod's IP in
+# JUPYTERHUB_SERVICE_URL in place of KubeSpawner's 0.0.0.0.
+LAB = f"""\
+import http.server, os, urllib.parse
+url = urllib.parse.urlsplit(os.environ["JUPYTERHUB_SERVICE_URL"])
+class Lab(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("X-JupyterHub-Version", "{HUB_VERSION}")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer((url.hostname, url.port), Lab).serve_forever()
+"""
+
+
+@dataclass
+class Outcome:
+    ready_s: float | None = None  # time to ready, from this user's POST
+    error: str = ""
+
+
+@dataclass
+class Result:
+    setup: str
+    users: int
+    total_s: float = math.nan
+    ready: list[float] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)  # user -> first message
+    hub_cpu_ms: float = math.nan  # per spawn
+    hub_stop_cpu_ms: float = math.nan  # per stop
+    hub_rss_mib: float = math.nan
+    sandbox_cpu_s: float = math.nan
+    api_writes: float = math.nan  # per spawn
+    stop_s: float = math.nan
+    left: dict[str, int] = field(default_factory=dict)
+    load: str = ""
+    loop_stalls: str = ""
+    error: str = ""  # why the setup did not run or broke off
+
+    @property
+    def failed(self) -> int:
+        return self.users - len(self.ready)
+
+    @property
+    def leftover(self) -> int:
+        return sum(self.left.values()) if self.left else -1
+
+
+# --- /proc -------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (all its threads, not its children)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return math.nan
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (the sandbox's containers: shims, inits, labs)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def mounts_under(root: Path) -> list[str]:
+    """Mount points below `root` in this mount namespace (the sandbox's, too)."""
+    prefix = str(root) + "/"
+    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    return [p for p in points if p.startswith(prefix)]
+
+
+def load_average() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _end_with_parent() -> None:
+    # In the child before exec: SIGTERM it if this benchmark dies, even by SIGKILL.
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+# --- the sandbox, as a child process ------------------------------------------------------
+
+
+class SandboxProcess:
+    """`python -m nfsuidspawner.cli sandbox` with the share as its one export."""
+
+    def __init__(self, state_dir: Path, export: Path) -> None:
+        self.state_dir = state_dir
+        self.export = export
+        self.log_path = state_dir.parent / "sandbox.log"
+        self.process: subprocess.Popen[str] | None = None
+        self.info: dict[str, str] = {}
+
+    def launch(self) -> None:
+        """Start the child. From the main thread: its death signal follows the forking thread."""
+        # A /16 of its own: room for the burst, clear of the tests' /24s and the kubelet's default.
+        cidr = f"127.{random.randrange(20, 90)}.0.0/16"
+        export = f"{NFS_SERVER}:{NFS_PATH}={self.export}"
+        argv = [sys.executable, "-m", "nfsuidspawner.cli", "sandbox", "--namespace", NAMESPACE]
+        argv += ["--state-dir", str(self.state_dir), "--export", export, "--pod-cidr", cidr]
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                start_new_session=True,
+                preexec_fn=_end_with_parent,
+                cwd=REPO,
+            )
+
+    async def start(self) -> None:
+        self.launch()
+        assert self.process is not None and self.process.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(self.process.stdout.readline), 60)
+        if not line:
+            raise RuntimeError(f"the sandbox did not start:\n{self.log()}")
+        self.info = json.loads(line)
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    async def _list_pods(self) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self.info['admin_token']}"}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            url = f"{self.info['url']}/api/v1/namespaces/{NAMESPACE}/pods"
+            async with session.get(url) as response:
+                response.raise_for_status()
+                return await response.json()
+
+    async def pods(self) -> list[str]:
+        return [pod["metadata"]["name"] for pod in (await self._list_pods())["items"]]
+
+    async def writes(self) -> int:
+        """Writes so far: each pod create, status update, event and delete takes the next
+        resourceVersion, and each reaches the hub's pod and event watches."""
+        return int((await self._list_pods())["metadata"]["resourceVersion"])
+
+    async def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(process.wait, 60)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await asyncio.to_thread(process.wait)
+
+    def log(self, tail: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-tail:] if self.log_path.exists() else ""
+
+
+# --- the hub's REST API -------------------------------------------------------------------
+
+
+class HubApi:
+    """The hub's REST API on its own port (not through the proxy), as the admin service."""
+
+    def __init__(self, settings: HubSettings) -> None:
+        self.base = f"http://{settings.ip}:{settings.hub_port}/hub/api"
+        self.session = aiohttp.ClientSession(
+            headers={"Authorization": f"token {settings.api_token}"},
+            connector=aiohttp.TCPConnector(limit=0),  # one connection per user at once
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def call(self, method: str, path: str) -> tuple[int, Any]:
+        async with self.session.request(method, self.base + path) as response:
+            text = await response.text()
+            try:
+                return response.status, json.loads(text)
+            except ValueError:
+                return response.status, text
+
+    async def servers(self, state: str) -> set[str]:
+        """Users with a server in `state` ("active" or "ready"), one page of 200 at a time."""
+        names: set[str] = set()
+        headers = {"Accept": "application/jupyterhub-pagination+json"}
+        offset = 0
+        while True:
+            url = f"{self.base}/users?state={state}&offset={offset}&limit=200"
+            async with self.session.get(url, headers=headers) as response:
+                response.raise_for_status()
+                page = await response.json()
+            names.update(user["name"] for user in page["items"] if "" in user["servers"])
+            offset += len(page["items"])
+            if not page["items"] or offset >= page["_pagination"]["total"]:
+                return names
+
+    async def start(self, user: str) -> Outcome:
+        began = time.monotonic()
+        status, body = await self.call("POST", f"/users/{user}/server")
+        if status == 202:  # still pending past slow_spawn_timeout: poll this one
+            while True:
+                await asyncio.sleep(1)
+                status, model = await self.call("GET", f"/users/{user}")
+                server = model.get("servers", {}).get("") if status == 200 else None
+                if server and server["ready"]:
+                    return Outcome(time.monotonic() - began)
+                if not server:
+                    return Outcome(error="failed after HTTP 202 (the hub log says why)")
+        if status in (200, 201):
+            return Outcome(time.monotonic() - began)
+        message = body.get("message", body) if isinstance(body, dict) else body
+        return Outcome(error=f"HTTP {status}: {str(message).strip()[:300]}")
+
+    async def stop(self, user: str) -> None:
+        status, _ = await self.call("DELETE", f"/users/{user}/server")
+        if status == 202:
+            while "" in (await self.call("GET", f"/users/{user}"))[1].get("servers", {}):
+                await asyncio.sleep(1)
+
+
+# --- one setup ----------------------------------------------------------------------------
+
+
+def hub_config(args: argparse.Namespace, setup: str) -> str:
+    """The extra config file for a setup (loaded after the sandbox's jupyterhub_config.py)."""
+    slow = {
+        "slow_spawn_timeout": args.start_timeout + args.http_timeout + 60,
+        "slow_stop_timeout": args.start_timeout + 60,
+    }
+    lines = [
+        "c.JupyterHub.concurrent_spawn_limit = 0",
+        "c.JupyterHub.active_server_limit = 0",
+        # Each POST and DELETE answers when its spawn or stop ends (no polling of the hub).
+        f"c.JupyterHub.tornado_settings = {slow!r}",
+        f"c.KubeSpawner.start_timeout = {args.start_timeout}",
+        f"c.KubeSpawner.http_timeout = {args.http_timeout}",
+        f"c.KubeSpawner.cmd = {['python3', '-c', LAB]!r}",
+    ]
+    if args.api_timeout is not None:
+        lines.append(f"c.KubeSpawner.k8s_api_request_timeout = {args.api_timeout}")
+    if args.api_retry_timeout is not None:
+        lines.append(f"c.KubeSpawner.k8s_api_request_retry_timeout = {args.api_retry_timeout}")
+    if setup == "KubeSpawner":
+        lines.append('c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"')
+    return "\n".join(lines) + "\n"
+
+
+def spawner_settings(setup: str, export: Path) -> dict[str, Any]:
+    if setup == "KubeSpawner":
+        return {}
+    nfs = {"nfs_storage": "inline", "nfs_server": NFS_SERVER, "nfs_export_path": NFS_PATH}
+    if setup == "hub":
+        return nfs | {"identity_source": "hub", "hub_share_path": str(export)}
+    return nfs | {"identity_source": "initcontainer"}
+
+
+def make_share(export: Path, users: list[str]) -> None:
+    """A 0700 home per user, owned by uid and gid 10000+i, as on the NFS share."""
+    for i, user in enumerate(users):
+        home = export / "home" / user
+        home.mkdir(parents=True, mode=0o700)
+        os.chown(home, FIRST_UID + i, FIRST_UID + i)
+
+
+async def within(deadline: float, coro: Any) -> Any:
+    """Await `coro` until the monotonic `deadline` (TimeoutError after it)."""
+    return await asyncio.wait_for(coro, max(deadline - time.monotonic(), 0.01))
+
+
+async def burst(api: HubApi, users: list[str], deadline: float) -> dict[str, Outcome]:
+    tasks = {user: asyncio.create_task(api.start(user)) for user in users}
+    try:
+        await asyncio.wait(tasks.values(), timeout=max(deadline - time.monotonic(), 0.01))
+    finally:  # the deadline, or Ctrl-C
+        late = [task for task in tasks.values() if not task.done()]
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+    outcomes = {}
+    for user, task in tasks.items():
+        if task.cancelled():
+            outcomes[user] = Outcome(error="not ready by the benchmark's --deadline")
+        elif task.exception() is not None:
+            outcomes[user] = Outcome(error=f"benchmark client: {task.exception()!r}")
+        else:
+            outcomes[user] = task.result()
+    return outcomes
+
+
+async def count_leftovers(
+    sandbox: SandboxProcess, api: HubApi, root: Path, deadline: float
+) -> dict[str, int]:
+    """What is left once every server is stopped: waits until nothing, or the deadline."""
+    while True:
+        left = {
+            "pods": len(await sandbox.pods()),
+            "processes": len(descendants(sandbox.pid)),
+            "mounts": len(mounts_under(root)),
+            "servers": len(await api.servers("active")),
+        }
+        if not any(left.values()):
+            # Once more a little later: a pod from a late create would show up now.
+            await asyncio.sleep(2)
+            again = {"pods": len(await sandbox.pods()), "processes": len(descendants(sandbox.pid))}
+            if not any(again.values()):
+                return left
+            left |= again
+        if time.monotonic() > deadline:
+            return left
+        await asyncio.sleep(1)
+
+
+def loop_stalls(log: str) -> str:
+    stalls = [
+        float(s)
+        for s in re.findall(r"Event loop was unresponsive for (?:at least )?([\d.]+)s", log)
+    ]
+    return f"{len(stalls)}, longest {max(stalls):.1f}s" if stalls else "0"
+
+
+async def measure(
+    setup: str, args: argparse.Namespace, root: Path, deadline: float, result: Result
+) -> None:
+    users = [f"u{i:04d}" for i in range(args.users)]
+    export = root / "exports" / "hpc"
+    make_share(export, users)
+    sandbox = SandboxProcess(root / "cluster", export)
+    hub: HubProcess | None = None
+    api: HubApi | None = None
+    try:
+        await sandbox.start()
+        extra = root / "bench_config.py"
+        extra.write_text(hub_config(args, setup))
+        settings = HubSettings(
+            state_dir=str(root / "hub"),
+            kubeconfig=sandbox.info["kubeconfig"],
+            namespace=NAMESPACE,
+            users=[*users, "admin"],
+            port=free_port(),
+            spawner=spawner_settings(setup, export),
+            extra_config=[str(extra)],
+        )
+        hub = HubProcess(settings)
+        hub.launch()  # from the main thread, which outlives the hub
+        await asyncio.to_thread(hub.wait_healthy, 120)
+        api = HubApi(settings)
+        hub_pid = hub.process.pid
+
+        # The burst: every user at once.
+        result.load = load_average()
+        writes0 = await sandbox.writes()
+        cpu0, sandbox_cpu0, t0 = cpu_seconds(hub_pid), cpu_seconds(sandbox.pid), time.monotonic()
+        outcomes = await burst(api, users, deadline)
+        result.total_s = time.monotonic() - t0
+        result.hub_cpu_ms = (cpu_seconds(hub_pid) - cpu0) * 1000 / args.users
+        result.sandbox_cpu_s = cpu_seconds(sandbox.pid) - sandbox_cpu0
+        result.api_writes = (await sandbox.writes() - writes0) / args.users
+        ready_in_hub = await within(deadline + CLEANUP_BUDGET, api.servers("ready"))
+        for user, outcome in outcomes.items():
+            if outcome.ready_s is not None and user not in ready_in_hub:
+                outcome.ready_s, outcome.error = None, "answered ready, but the hub says not"
+            if outcome.ready_s is not None:
+                result.ready.append(outcome.ready_s)
+            else:
+                result.failures[user] = outcome.error
+
+        # Everyone stops at once, the failed ones too (a no-op for the hub).
+        cleanup_deadline = max(deadline, time.monotonic()) + CLEANUP_BUDGET
+        cpu0, t0 = cpu_seconds(hub_pid), time.monotonic()
+        with contextlib.suppress(TimeoutError):
+            await within(cleanup_deadline, asyncio.gather(*(api.stop(u) for u in users)))
+        result.stop_s = time.monotonic() - t0
+        result.hub_stop_cpu_ms = (cpu_seconds(hub_pid) - cpu0) * 1000 / args.users
+        result.hub_rss_mib = peak_rss_mib(hub_pid)
+        result.left = await count_leftovers(sandbox, api, root, cleanup_deadline)
+        result.loop_stalls = loop_stalls(hub.log(tail=10**9))
+    finally:
+        if api:
+            await api.close()
+        if hub:
+            await asyncio.to_thread(hub.stop)
+        await sandbox.stop()
+        if args.logs:
+            target = Path(args.logs) / setup
+            target.mkdir(parents=True, exist_ok=True)
+            for log in (root / "sandbox.log", root / "hub" / "jupyterhub.log"):
+                if log.exists():
+                    shutil.copy(log, target / log.name)
+
+
+async def run_setup(setup: str, args: argparse.Namespace, deadline: float) -> Result:
+    result = Result(setup, args.users)
+    if time.monotonic() >= deadline:
+        result.error = "not run: the benchmark's --deadline had passed"
+        return result
+    root = Path(tempfile.mkdtemp(prefix=f"bench-load-{setup}-"))
+    root.chmod(0o755)
+    try:
+        await measure(setup, args, root, deadline, result)
+    except Exception as e:  # report it, and go on with the next setup
+        traceback.print_exc()
+        result.error = f"broke off: {e!r}"[:2000]
+    finally:
+        remove_tree(root)
+    return result
+
+
+def remove_tree(root: Path) -> None:
+    """Unmount what is left below `root` (never delete through a mount), then remove it."""
+    for point in sorted(mounts_under(root), reverse=True):
+        subprocess.run(["umount", "-l", point], check=False)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+# --- report -------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(math.ceil(p / 100 * len(ordered)) - 1, 0)]
+
+
+def report_setup(r: Result) -> None:
+    print(f"\n== {r.setup}: {r.users} users ({r.load or 'not run'})")
+    if r.error:
+        print(r.error)
+    if math.isnan(r.total_s):
+        return
+    print(
+        f"total {r.total_s:.1f}s, time to ready p50 {percentile(r.ready, 50):.1f}s"
+        f" p99 {percentile(r.ready, 99):.1f}s; hub CPU {r.hub_cpu_ms:.0f} ms/spawn"
+        f" ({r.hub_stop_cpu_ms:.0f} ms/stop), hub peak RSS {r.hub_rss_mib:.0f} MiB,"
+        f" sandbox CPU {r.sandbox_cpu_s:.1f}s, {r.api_writes:.1f} API writes/spawn;"
+        f" all stopped in {r.stop_s:.1f}s;"
+        f" hub event loop stalls: {r.loop_stalls}"
+    )
+    print(f"failed: {r.failed}")
+    messages: dict[str, list[str]] = {}
+    for user, message in r.failures.items():
+        messages.setdefault(message, []).append(user)
+    for message, who in sorted(messages.items(), key=lambda item: -len(item[1]))[:5]:
+        print(f"  {len(who)}× (first {who[0]}): {message}")
+    left = ", ".join(f"{k} {v}" for k, v in r.left.items()) if r.left else "not counted"
+    print(f"left: {left}")
+
+
+def ratio(value: float, base: float) -> float:
+    return value / base if base and not math.isnan(base) else math.nan
+
+
+def report(results: list[Result]) -> None:
+    base = next((r for r in results if r.setup == "KubeSpawner"), None)
+    base_total = base.total_s if base else math.nan
+    base_cpu = base.hub_cpu_ms if base else math.nan
+    print(
+        "\n| setup | N | total s | p50/p99 s | failed | hub CPU ms/spawn | hub peak RSS MiB"
+        " | sandbox CPU s | API writes/spawn | stop s | left | ×time | ×hub CPU |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(
+            f"| {r.setup} | {r.users} | {r.total_s:.1f}"
+            f" | {percentile(r.ready, 50):.1f}/{percentile(r.ready, 99):.1f} | {r.failed}"
+            f" | {r.hub_cpu_ms:.0f} | {r.hub_rss_mib:.0f} | {r.sandbox_cpu_s:.1f}"
+            f" | {r.api_writes:.1f} | {r.stop_s:.1f} | {r.leftover} | {ratio(r.total_s, base_total):.2f}"
+            f" | {ratio(r.hub_cpu_ms, base_cpu):.2f} |"
+        )
+    print(f"({load_average()} at the end)")
+    for r in results:
+        print(
+            f"RESULT setup={r.setup} users={r.users} failed={r.failed} leftover={r.leftover}"
+            f" total_ratio={ratio(r.total_s, base_total):.2f}"
+            f" hub_cpu_ratio={ratio(r.hub_cpu_ms, base_cpu):.2f}"
+        )
+
+
+async def main(args: argparse.Namespace) -> int:
+    task = asyncio.current_task()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    deadline = time.monotonic() + args.deadline
+    print(
+        f"{args.users} concurrent logins per setup through a real hub; start_timeout"
+        f" {args.start_timeout}s, http_timeout {args.http_timeout}s, k8s API timeouts"
+        f" {args.api_timeout or 'default'}/{args.api_retry_timeout or 'default'};"
+        f" {os.cpu_count()} CPUs, {load_average()}",
+        flush=True,
+    )
+    results = []
+    for setup in args.setups:
+        results.append(await run_setup(setup, args, deadline))
+        report_setup(results[-1])
+        sys.stdout.flush()
+    report(results)
+    return 0 if all(r.failed == 0 and r.leftover == 0 for r in results) else 1
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--deadline", type=float, default=1200, help="seconds for the whole run")
+    parser.add_argument("--start-timeout", type=int, default=600)
+    parser.add_argument("--http-timeout", type=int, default=300)
+    parser.add_argument("--api-timeout", type=int, help="k8s_api_request_timeout (default 3)")
+    parser.add_argument(
+        "--api-retry-timeout", type=int, help="k8s_api_request_retry_timeout (default 30)"
+    )
+    parser.add_argument(
+        "--setups",
+        type=lambda s: s.split(","),
+        default=list(SETUPS),
+        help=f"a comma-separated subset of {','.join(SETUPS)}",
+    )
+    parser.add_argument("--logs", help="copy each setup's hub and sandbox logs into this directory")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    if os.geteuid() != 0:
+        sys.exit("bench_load needs root: the sandbox kubelet runs pods as real uids")
+    # Where ./run installs the proxy; the hub finds it on PATH.
+    os.environ["PATH"] = f"{REPO / 'node_modules' / '.bin'}{os.pathsep}{os.environ['PATH']}"
+    if shutil.which("configurable-http-proxy") is None:
+        sys.exit("bench_load needs configurable-http-proxy (./run test installs it)")
+    arguments = parse_args()
+    if unknown := set(arguments.setups) - set(SETUPS):
+        sys.exit(f"unknown setups: {', '.join(sorted(unknown))}")
+    try:
+        sys.exit(asyncio.run(main(arguments)))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        sys.exit("bench_load: interrupted; its hub, sandbox and files are gone")
