@@ -7,7 +7,7 @@ import contextlib
 import copy
 import dataclasses
 import fnmatch
-from typing import Any
+from typing import Any, ClassVar
 
 from jupyterhub.utils import maybe_future
 from kubernetes_asyncio import client
@@ -50,8 +50,9 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
     """
 
     identity: Identity | None = None
-    # Starts so far, so that a failed start's reaper stops when a new one begins.
-    _starts = 0
+    # Starts so far, by pod, so that a failed start's reaper stops when a new one begins.
+    # Kept on the class: after a failed start JupyterHub makes a new Spawner object.
+    _starts: ClassVar[dict[str, int]] = {}
     _watching_init = False
     _reaper: asyncio.Future | None = None
     # This start, as start() returned it: progress() reports until it ends.
@@ -295,7 +296,8 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
                     self.nfs_pvc_name, self.namespace, self.nfs_pv_name, self.nfs_capacity
                 ),
             )
-        self._starts += 1
+        key = f"{self.namespace}/{self.pod_name}"
+        start = self._starts[key] = self._starts.get(key, 0) + 1
         self._watching_init = True
         try:
             url = await super().start()
@@ -306,13 +308,13 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
                 await self.stop(now=True)
             except Exception as e:
                 self.log.warning("nfsuid: deleting pod %s after a refusal: %s", self.pod_name, e)
-                self._reaper = asyncio.ensure_future(self._reap_leftover_pod(self._starts))
+                self._reaper = asyncio.ensure_future(self._reap_leftover_pod(key, start))
             raise
         except BaseException:
             # Failed, timed out or cancelled by the hub. A pod may exist, or may still be
             # made by a create request that timed out here but reaches the API server
             # later; the hub deletes only pods that its poll() sees.
-            self._reaper = asyncio.ensure_future(self._reap_leftover_pod(self._starts))
+            self._reaper = asyncio.ensure_future(self._reap_leftover_pod(key, start))
             raise
         finally:
             self._watching_init = False
@@ -331,11 +333,12 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
             self._note(_runs_as(self._layout(), Identity(*found)))
         return super().is_pod_running(pod)
 
-    async def _reap_leftover_pod(self, start: int) -> None:
-        """Delete, by uid, the pod a failed start left or made late, until a new start."""
+    async def _reap_leftover_pod(self, key: str, start: int) -> None:
+        """Delete, by uid, the pod a failed start left or made late, until a new start of
+        the same pod (by any Spawner object) begins."""
         window = self.k8s_api_request_retry_timeout + self.k8s_api_request_timeout
         deadline = asyncio.get_running_loop().time() + window
-        while self._starts == start and asyncio.get_running_loop().time() < deadline:
+        while self._starts.get(key) == start and asyncio.get_running_loop().time() < deadline:
             pod = self._reflected_pod()
             if pod and not pod["metadata"].get("deletionTimestamp"):
                 uid = pod["metadata"]["uid"]

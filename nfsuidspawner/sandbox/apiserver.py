@@ -12,11 +12,13 @@ This module only ties the rooms together and runs the listener; each room has on
 - :mod:`.matching`: label and field selectors;
 - :mod:`.rbac`: bearer tokens and the hub Role;
 - :mod:`.validation`: strict decoding and schema validation (schemas loaded once);
-- :mod:`.routes`: the HTTP routes and what each verb does.
+- :mod:`.routes`: the HTTP routes and what each verb does;
+- :mod:`.faults`: errors, drops, delays, broken watches and restarts that a test asks for.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import ipaddress
 import json
@@ -25,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from aiohttp import web
 
+from .faults import Faults
 from .rbac import Rbac
 from .resources import Obj
 from .routes import Routes
@@ -64,7 +67,9 @@ class ApiServer:
         self.kubernetes_version = kubernetes_version
         self.url = ""
         self.store = Store(history_limit)
+        self.faults = Faults(self)
         self._runner: web.AppRunner | None = None
+        self._bound: tuple[str, int] | None = None
         for name in namespaces:
             meta = {"name": name, "labels": {"kubernetes.io/metadata.name": name}}
             namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
@@ -80,6 +85,7 @@ class ApiServer:
         site = web.TCPSite(self._runner, host, port)
         await site.start()
         bound_port = self._runner.addresses[0][1]
+        self._bound = (host, bound_port)
         self.url = f"http://{host}:{bound_port}"
         return self.url
 
@@ -89,6 +95,19 @@ class ApiServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def restart(self, down_seconds: float = 0.0) -> None:
+        """Stop listening, wait, and listen again on the same address, as after a crash.
+
+        Open watches end and their clients reconnect; the objects and the change history stay,
+        as they would in etcd, so watches resume from their resourceVersions.
+        """
+        if self._bound is None:
+            raise RuntimeError("start() the ApiServer before restarting it")
+        host, port = self._bound
+        await self.stop()
+        await asyncio.sleep(down_seconds)
+        await self.start(host, port)
 
     def write_kubeconfig(self, path: str | os.PathLike[str], token: str, namespace: str) -> None:
         """Write a kubeconfig for this server (JSON, which is YAML) readable only by its owner."""

@@ -1,8 +1,10 @@
 """The sandbox kubelet's client of the API server: requests, and a list-and-watch loop.
 
 Like a real kubelet it is an ordinary HTTP client of the API server (a bearer token, JSON in and
-out). :meth:`ApiClient.watch` follows a watch from a resourceVersion, hands each event to the
-kubelet, and relists when the stream breaks or its resourceVersion has expired (410).
+out). A request is tried again while the API server cannot be reached or is unavailable (it
+restarts), as a real kubelet's status updates and volume setup are, for up to half a minute.
+:meth:`ApiClient.watch` follows a watch from a resourceVersion, hands each event to the kubelet,
+and relists when the stream breaks or its resourceVersion has expired (410).
 """
 
 from __future__ import annotations
@@ -25,12 +27,21 @@ class ApiStatusError(Exception):
         self.status = status
 
 
-class ApiClient:
-    """Requests to the API server at `api_url` with a bearer token (open() before use)."""
+# Answers that say "not now" rather than "no": a request meeting them is tried again.
+UNAVAILABLE = (502, 503, 504)
 
-    def __init__(self, api_url: str, token: str) -> None:
+
+class ApiClient:
+    """Requests to the API server at `api_url` with a bearer token (open() before use).
+
+    A request that cannot reach the server, loses its connection, or is answered 502, 503 or
+    504 is tried again, after 0.1 s and then up to 1 s apart, for up to `retry_for` seconds.
+    """
+
+    def __init__(self, api_url: str, token: str, retry_for: float = 30.0) -> None:
         self.api_url = api_url.rstrip("/")
         self.token = token
+        self.retry_for = retry_for
         self._session: aiohttp.ClientSession | None = None
 
     def open(self) -> None:
@@ -46,6 +57,25 @@ class ApiClient:
 
     async def request(self, method: str, path: str, body: Obj | None = None,
                       params: dict[str, str] | None = None) -> Obj:  # fmt: skip
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_for
+        delay = 0.1
+        while True:
+            try:
+                return await self._request_once(method, path, body, params)
+            except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as e:
+                error: Exception = e
+            except ApiStatusError as e:
+                if e.status not in UNAVAILABLE:
+                    raise
+                error = e
+            if loop.time() + delay > deadline:
+                raise error
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 1.0)
+
+    async def _request_once(self, method: str, path: str, body: Obj | None,
+                            params: dict[str, str] | None) -> Obj:  # fmt: skip
         assert self._session is not None
         async with self._session.request(method, self.api_url + path, json=body,
                                          params=params) as resp:  # fmt: skip

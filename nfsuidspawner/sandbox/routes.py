@@ -2,9 +2,10 @@
 
 Each request under /api/v1 is parsed into a :class:`~.resources.Target`, authenticated and
 authorized (:mod:`.rbac`), its body checked (:mod:`.validation`), and then read from or written
-to the :class:`~.storage.Store`. A pod delete with a grace period, while a kubelet runs, only
-marks the pod (metadata.deletionTimestamp); the kubelet finishes it with gracePeriodSeconds=0.
-Errors are answered as Kubernetes ``Status`` objects.
+to the :class:`~.storage.Store`, unless a test's fault rule (:mod:`.faults`) says otherwise. A
+pod delete with a grace period, while a kubelet runs, only marks the pod
+(metadata.deletionTimestamp); the kubelet finishes it with gracePeriodSeconds=0. Errors are
+answered as Kubernetes ``Status`` objects.
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ class Routes:
         app.router.add_get("/api/v1", self._api_resources)
         app.router.add_get("/apis", self._api_groups)
         app.router.add_route("*", "/api/v1/{tail:.+}", self._resource)
+        self.server.faults.add_routes(app)  # the admin's fault switch, /sandbox/...
         return app
 
     @web.middleware
@@ -132,6 +134,13 @@ class Routes:
                 "the server does not allow this method on the requested resource",
             )
         self.server.rbac.authorize(request[IDENTITY], verb, target)
+        return await self.server.faults.apply(
+            request, verb, target, lambda: self._carry_out(request, verb, target)
+        )
+
+    async def _carry_out(
+        self, request: web.Request, verb: str, target: Target
+    ) -> web.StreamResponse:
         if verb == "get":
             return web.json_response(self.store.get(target))
         if verb == "list":

@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -108,6 +109,94 @@ class SandboxInfo:
         return "\n".join(
             f"--- {p.parent.name}/{p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in logs
         )
+
+    async def admin(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        """One request as the sandbox admin; (status, JSON body)."""
+        headers = {"Authorization": f"Bearer {self.admin_token}"}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            async with session.request(method, self.url + path, **kwargs) as response:
+                return response.status, await response.json()
+
+    async def set_faults(self, *rules: dict[str, Any]) -> None:
+        """Replace the API server's fault rules (nfsuidspawner/sandbox/faults.py)."""
+        status, body = await self.admin("POST", "/sandbox/faults", json={"rules": list(rules)})
+        assert status == 200, body
+
+    async def faults(self) -> dict[str, Any]:
+        """The fault rules with how often each matched and fired, and the restarts so far."""
+        status, body = await self.admin("GET", "/sandbox/faults")
+        assert status == 200, body
+        return body
+
+    async def clear_faults(self) -> dict[str, Any]:
+        """Remove every fault rule; what they were, with their counts."""
+        state = await self.faults()
+        status, body = await self.admin("DELETE", "/sandbox/faults")
+        assert status == 200, body
+        return state
+
+    async def break_watches(self, identity: str = "hub") -> int:
+        """Cut the open watches of `identity` mid-stream; how many there were."""
+        status, body = await self.admin(
+            "POST", "/sandbox/watches/break", json={"identity": identity}
+        )
+        assert status == 200, body
+        return body["broken"]
+
+    async def restart_apiserver(self, down_seconds: float = 1.0, timeout: float = 30) -> None:
+        """Restart the API server on its port (objects kept) and wait until it answers again."""
+        before = (await self.faults())["restarts"]
+        status, body = await self.admin(
+            "POST", "/sandbox/restart", json={"down_seconds": down_seconds}
+        )
+        assert status == 202, body
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            with contextlib.suppress(aiohttp.ClientError):
+                if (await self.faults())["restarts"] > before:
+                    return
+        raise AssertionError(f"the sandbox API server did not come back within {timeout} s")
+
+    async def delete_pod(self, name: str, grace_seconds: int = 1) -> None:
+        """Delete a pod as an eviction or an admin would (graceful; the kubelet finishes it)."""
+        path = f"/api/v1/namespaces/{NAMESPACE}/pods/{name}?gracePeriodSeconds={grace_seconds}"
+        status, body = await self.admin("DELETE", path)
+        assert status == 200, body
+
+
+@contextlib.contextmanager
+def sandbox_process(share: Path, state: Path) -> Iterator[SandboxInfo]:
+    """A sandbox child process of its own serving `share` as the NFS export, and the PV/PVC.
+
+    For tests that would disturb the session's sandbox (faults, restarts, many users).
+    """
+    pod_cidr = f"127.{random.randrange(100, 250)}.{random.randrange(256)}.0/24"
+    with open(state / "sandbox.log", "wb") as log:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "nfsuidspawner.cli", "sandbox", "--state-dir", str(state)),
+                *("--export", f"{NFS_EXPORT}={share}", "--namespace", NAMESPACE),
+                *("--apply", str(PV_PVC), "--pod-cidr", pod_cidr),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+    try:
+        line = process.stdout.readline()
+        if not line:
+            process.wait(10)
+            pytest.fail(f"the sandbox did not start:\n{(state / 'sandbox.log').read_text()}")
+        info = json.loads(line)
+        yield SandboxInfo(info["url"], info["kubeconfig"], info["admin_token"], state)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @pytest.fixture(scope="session")
@@ -242,6 +331,35 @@ class Hub:
                 return names
             await asyncio.sleep(0.5)
 
+    async def servers(self) -> dict[str, dict[str, Any]]:
+        """Every user's servers as the hub lists them (one request): user -> name -> model."""
+        status, users = await self.api("GET", "/users")
+        assert status == 200, users
+        return {model["name"]: model.get("servers") or {} for model in users}
+
+    async def pods_without_server(self) -> dict[str, list[str]]:
+        """The sandbox's lab pods whose user has no server, pending or running, in this hub."""
+        servers = await self.servers()
+        orphans: dict[str, list[str]] = {}
+        for pod in await self.sandbox.pods():
+            annotations = pod["metadata"].get("annotations") or {}
+            user = annotations.get("hub.jupyter.org/username")
+            server = annotations.get("hub.jupyter.org/servername", "")
+            if user in servers and server not in servers[user]:
+                orphans.setdefault(user, []).append(pod["metadata"]["name"])
+        return orphans
+
+    def spawner_state(self, user: str, server: str = "") -> dict[str, Any]:
+        """A server's spawner state as the hub stored it in its database ({} if none)."""
+        db = Path(self.settings.state_dir) / "jupyterhub.sqlite"
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+            row = connection.execute(
+                "SELECT spawners.state FROM spawners JOIN users ON spawners.user_id = users.id"
+                " WHERE users.name = ? AND spawners.name = ?",
+                (user, server),
+            ).fetchone()
+        return json.loads(row[0] or "{}") if row else {}
+
     async def diagnose(self, user: str) -> str:
         parts = [f"=== hub log (tail)\n{self.process.log()}"]
         for pod in await self.pods_of(user):
@@ -320,13 +438,14 @@ def running_hub(
     state_dir: Path,
     spawner: dict[str, Any] | None = None,
     extra_config: list[str] | tuple[str, ...] = (),
+    users: list[str] | None = None,
 ) -> Iterator[Hub]:
     """A hub on free ports with these spawner settings; at the end its labs stop, then it."""
     settings = HubSettings(
         state_dir=str(state_dir),
         kubeconfig=sandbox.kubeconfig,
         namespace=NAMESPACE,
-        users=USERS,
+        users=users or USERS,
         port=free_port(),
         spawner=spawner or {},
         extra_config=list(extra_config),
