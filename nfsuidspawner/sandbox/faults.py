@@ -40,9 +40,10 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import logging
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -55,6 +56,8 @@ if TYPE_CHECKING:
     from .apiserver import ApiServer
 
 __all__ = ["Faults", "Rule"]
+
+log = logging.getLogger(__name__)
 
 VERBS = ("create", "get", "list", "watch", "update", "delete")
 ACTIONS = ("error", "drop", "delay", "break")
@@ -116,8 +119,7 @@ class Rule:
     def parse(cls, spec: Any) -> Rule:
         if not isinstance(spec, dict) or "action" not in spec:
             raise bad_request(f"sandbox fault rule: not an object with an action: {spec!r}")
-        known = {"action", "verb", "resource", "name", "identity", "when", "status", "seconds"}
-        unknown = set(spec) - known - {"count", "fraction", "seed"}
+        unknown = set(spec) - {f.name for f in fields(cls) if f.init}
         if unknown:
             raise bad_request(f"sandbox fault rule: unknown fields {sorted(unknown)}")
         try:
@@ -233,8 +235,11 @@ class Faults:
 
         def done(f: asyncio.Future[Any]) -> None:
             self._background.discard(f)
-            if not f.cancelled():
-                f.exception()
+            error = None if f.cancelled() else f.exception()
+            if isinstance(error, ApiError):  # e.g. a late create that met its pod: 409
+                log.debug("sandbox fault: a late request was answered %s", error.status)
+            elif error is not None:
+                log.warning("sandbox fault: a late request or restart failed", exc_info=error)
 
         future.add_done_callback(done)
 
