@@ -201,42 +201,9 @@ def sandbox_process(share: Path, state: Path) -> Iterator[SandboxInfo]:
 
 @pytest.fixture(scope="session")
 def sandbox(share: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxInfo]:
-    state = tmp_path_factory.mktemp("sandbox")
-    with open(state / "sandbox.log", "wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "nfsuidspawner.cli",
-                "sandbox",
-                "--state-dir",
-                str(state),
-                "--export",
-                f"{NFS_EXPORT}={share}",
-                "--namespace",
-                NAMESPACE,
-                "--apply",
-                str(PV_PVC),
-                # A subnet of its own, so that another sandbox (a demo) cannot hold the same pod IPs.
-                "--pod-cidr",
-                f"127.{random.randrange(100, 250)}.{random.randrange(256)}.0/24",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-        )
-    line = process.stdout.readline()
-    if not line:
-        process.wait(10)
-        pytest.fail(f"the sandbox did not start:\n{(state / 'sandbox.log').read_text()}")
-    info = json.loads(line)
-    yield SandboxInfo(info["url"], info["kubeconfig"], info["admin_token"], state)
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    # A subnet of its own, so that another sandbox (a demo) cannot hold the same pod IPs.
+    with sandbox_process(share, tmp_path_factory.mktemp("sandbox")) as info:
+        yield info
 
 
 class Hub:
