@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# What names the pod in a status update: the server checks the version, keeps the rest.
+POD_KEY_METADATA = ("name", "namespace", "uid", "resourceVersion")
+
 
 def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -153,18 +156,30 @@ class PodReport:
         }
 
     async def push(self) -> None:
-        """PUT the current status (GET first for the newest resourceVersion; retry conflicts)."""
+        """PUT the current status, at the resourceVersion last seen; on a conflict GET the pod
+        and try again.
+
+        Like a real kubelet's status patch, the body holds only the status (and the metadata
+        that names the pod): the API server validates what it is sent, not the spec again.
+        """
         if self.gone:
             return
         async with self.push_lock:
             path = f"/api/v1/namespaces/{self.ns}/pods/{self.name}"
+            meta = self.pod["metadata"]
             for _ in range(10):
                 try:
-                    pod = await self.k.api("GET", path)
-                    if pod["metadata"]["uid"] != self.uid:
+                    if meta is None:
+                        meta = (await self.k.api("GET", path))["metadata"]
+                    if meta["uid"] != self.uid:
                         return
-                    pod["status"] = self.status()
-                    self.pod = await self.k.api("PUT", path + "/status", pod)
+                    body = {
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "metadata": {key: meta[key] for key in POD_KEY_METADATA},
+                        "status": self.status(),
+                    }
+                    self.pod = await self.k.api("PUT", path + "/status", body)
                     return
                 except ApiStatusError as e:
                     if e.status == 404:
@@ -176,6 +191,7 @@ class PodReport:
                 except aiohttp.ClientError as e:
                     log.warning("status of %s/%s: %s", self.ns, self.name, e)
                     await asyncio.sleep(0.2)
+                meta = None
 
     async def event(self, reason: str, message: str, type_: str = "Normal",
                     c: Container | None = None, component: str = "kubelet") -> None:  # fmt: skip

@@ -294,8 +294,8 @@ class Routes:
                 {"name": target.name, "kind": target.plural},
             )
         if target.subresource == "status":
-            new = copy.deepcopy(old)
-            new["status"] = body.get("status", {})
+            # Stored objects are never changed in place: the new one may share the old's parts.
+            new = {**old, "metadata": dict(old["metadata"]), "status": body.get("status", {})}
         else:
             new = body
             for key in SERVER_OWNED_METADATA:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import json
 import uuid
 from collections import deque
@@ -32,6 +33,11 @@ class Change:
     type: str  # ADDED, MODIFIED, DELETED
     obj: Obj
     old: Obj | None
+
+    @functools.cached_property
+    def encoded(self) -> bytes:
+        """The object as JSON, encoded once for every watcher."""
+        return json.dumps(self.obj).encode()
 
 
 class Store:
@@ -99,8 +105,8 @@ class Store:
     # --- watch ---
 
     @staticmethod
-    def as_seen_by(change: Change, target: Target, matches: Requirement) -> Obj | None:
-        """The watch event one watcher gets for a change, or None.
+    def as_seen_by(change: Change, target: Target, matches: Requirement) -> str | None:
+        """The type of the watch event one watcher gets for a change, or None.
 
         Like the real watch cache, an object that starts or stops matching the selectors
         arrives as ADDED or DELETED.
@@ -126,7 +132,7 @@ class Store:
             type_ = "DELETED"
         else:
             return None
-        return {"type": type_, "object": change.obj}
+        return type_
 
     async def watch(
         self,
@@ -137,31 +143,33 @@ class Store:
         timeout: int | None,
     ) -> web.StreamResponse:
         """Stream the changes after resourceVersion `since` ("" or "0": the current objects)."""
-        backlog: list[Obj] = []
+        backlog: list[bytes] = []
         if since in ("", "0"):
-            backlog = [{"type": "ADDED", "object": obj} for obj in self.matching(target, matches)]
+            backlog = [
+                _line("ADDED", json.dumps(o).encode()) for o in self.matching(target, matches)
+            ]
         elif not since.isdigit():
             raise bad_request(f"invalid resource version: {since!r}")
         elif int(since) < self._compacted:
             status = ApiError(
                 410, "Expired", f"too old resource version: {since} ({self._compacted + 1})"
             ).status
-            backlog = [{"type": "ERROR", "object": status}]
+            backlog = [_line("ERROR", json.dumps(status).encode())]
         else:
             for change in self._history:
                 if change.resource_version > int(since):
-                    event = self.as_seen_by(change, target, matches)
-                    if event is not None:
-                        backlog.append(event)
+                    type_ = self.as_seen_by(change, target, matches)
+                    if type_ is not None:
+                        backlog.append(_line(type_, change.encoded))
         # Registered in the same step as the backlog was read, so no change falls in between.
         queue: asyncio.Queue[Change | None] = asyncio.Queue()
         self._watchers.add(queue)
         try:
             response = web.StreamResponse(headers={"Content-Type": "application/json"})
             await response.prepare(request)
-            for event in backlog:
-                await response.write(json.dumps(event).encode() + b"\n")
-            if backlog and backlog[0]["type"] == "ERROR":
+            for line in backlog:
+                await response.write(line)
+            if backlog and backlog[0].startswith(b'{"type": "ERROR"'):
                 return response
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout if timeout else None
@@ -175,9 +183,9 @@ class Store:
                     break
                 if change is None:
                     break
-                event = self.as_seen_by(change, target, matches)
-                if event is not None:
-                    await response.write(json.dumps(event).encode() + b"\n")
+                type_ = self.as_seen_by(change, target, matches)
+                if type_ is not None:
+                    await response.write(_line(type_, change.encoded))
             await response.write_eof()
             return response
         finally:
@@ -187,3 +195,8 @@ class Store:
         """End every watch stream (the server is stopping)."""
         for queue in list(self._watchers):
             queue.put_nowait(None)
+
+
+def _line(type_: str, encoded: bytes) -> bytes:
+    """One line of a watch stream: {"type": ..., "object": ...}."""
+    return b'{"type": "%s", "object": %s}\n' % (type_.encode(), encoded)

@@ -314,6 +314,21 @@ async def test_status_put_changes_only_the_status(admin: CoreV1Api) -> None:
     assert int(updated.metadata.resource_version) > int(created.metadata.resource_version)
 
 
+async def test_status_put_of_only_the_status_keeps_the_spec(admin: CoreV1Api) -> None:
+    """What the sandbox kubelet sends, as a real kubelet's status patch: no spec."""
+    created = await admin.create_namespaced_pod(NS, pod("a"))
+    meta = created.metadata
+    body = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "a", "namespace": NS, "resourceVersion": meta.resource_version},
+        "status": {"phase": "Running"},
+    }
+    updated = await admin.replace_namespaced_pod_status("a", NS, body)
+    assert updated.status.phase == "Running"
+    assert updated.spec == created.spec
+
+
 async def test_put_with_a_stale_resource_version_gives_409_conflict(admin: CoreV1Api) -> None:
     created = await admin.create_namespaced_pod(NS, pod("a"))
     created.status.phase = "Running"
