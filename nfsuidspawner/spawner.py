@@ -7,15 +7,16 @@ import contextlib
 import copy
 import dataclasses
 import fnmatch
+import functools
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 from jupyterhub.utils import maybe_future
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
+from sqlalchemy.orm import object_session
 from traitlets import default
 
-from . import inject, manifests, podcheck, status
+from . import cleanup, failures, inject, manifests, podcheck, status
 from .errors import NFSUIDError
 from .groups import Groups, check_groups
 from .identity import (
@@ -32,6 +33,8 @@ from .storage import ensure_share
 
 # What a lab of the initcontainer source runs as root, before start.sh switches users.
 ADMIN_ONLY = ("image", "cmd", "args", "lifecycle_hooks", "extra_container_config")
+# True while KubeSpawner sends a pod create: a stop() then is its answer to a 409 Conflict.
+_creating: ContextVar[bool] = ContextVar("nfsuid_creating", default=False)
 
 
 def _runs_as(layout: manifests.Layout, identity: Identity) -> str:
@@ -280,26 +283,26 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
 
     async def _start_checked(self) -> Any:
         self._check_config()
-        if self.nfs_storage == "ensure-pv":
-            await ensure_share(
-                self.api,
-                manifests.persistent_volume(
-                    self.nfs_pv_name,
-                    self.nfs_server,
-                    self.nfs_export_path,
-                    self.nfs_mount_options,
-                    self.nfs_capacity,
-                    self.namespace,
-                    self.nfs_pvc_name,
-                ),
-                manifests.persistent_volume_claim(
-                    self.nfs_pvc_name, self.namespace, self.nfs_pv_name, self.nfs_capacity
-                ),
-            )
         key = f"{self.namespace}/{self.pod_name}"
         start = self._starts[key] = self._starts.get(key, 0) + 1
         self._watching_init = True
         try:
+            if self.nfs_storage == "ensure-pv":
+                await ensure_share(
+                    self.api,
+                    manifests.persistent_volume(
+                        self.nfs_pv_name,
+                        self.nfs_server,
+                        self.nfs_export_path,
+                        self.nfs_mount_options,
+                        self.nfs_capacity,
+                        self.namespace,
+                        self.nfs_pvc_name,
+                    ),
+                    manifests.persistent_volume_claim(
+                        self.nfs_pvc_name, self.namespace, self.nfs_pv_name, self.nfs_capacity
+                    ),
+                )
             url = await super().start()
         except NFSUIDError as refused:
             self._note(str(refused))
@@ -310,16 +313,42 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
                 self.log.warning("nfsuid: deleting pod %s after a refusal: %s", self.pod_name, e)
                 self._reaper = asyncio.ensure_future(self._reap_leftover_pod(key, start))
             raise
-        except BaseException:
+        except BaseException as failed:
             # Failed, timed out or cancelled by the hub. A pod may exist, or may still be
             # made by a create request that timed out here but reaches the API server
             # later; the hub deletes only pods that its poll() sees.
             self._reaper = asyncio.ensure_future(self._reap_leftover_pod(key, start))
+            # KubeSpawner's own exception, with a line for the user: JupyterHub shows
+            # jupyterhub_message, and handles the exception by its type as before.
+            if message := failures.start_failure(self.user.name, key, failed):
+                failed.jupyterhub_message = message  # type: ignore[attr-defined]
             raise
         finally:
             self._watching_init = False
-        self._record_resolved_identity()
+        self._record_identity()
         return url
+
+    async def _make_create_pod_request(self, pod: Any, request_timeout: float) -> bool:
+        creating = _creating.set(True)
+        try:
+            return await super()._make_create_pod_request(pod, request_timeout)
+        finally:
+            _creating.reset(creating)
+
+    async def stop(self, now: bool = False) -> None:
+        if not _creating.get():
+            return await super().stop(now)
+        # KubeSpawner's answer to a 409 Conflict, by uid and bounded: see cleanup.clear_the_way.
+        delete = functools.partial(self._delete_pod, why="in the way")
+        timeout = self.k8s_api_request_retry_timeout
+        if not await cleanup.clear_the_way(self._reflected_pod, delete, timeout):
+            pod = f"{self.namespace}/{self.pod_name}"
+            raise failures.timed_out(failures.pod_not_gone(self.user.name, pod, timeout))
+
+    async def _delete_pod(self, uid: str, why: str = "of a failed start") -> None:
+        self.log.warning("nfsuid: deleting pod %s %s %s", self.pod_name, uid, why)
+        timeout = self.k8s_api_request_timeout
+        await cleanup.delete_pod(self.api, self.namespace, self.pod_name, uid, timeout)
 
     def is_pod_running(self, pod: dict | None) -> bool:
         # KubeSpawner polls this while it waits for the pod; a refusal ends the wait at once.
@@ -334,24 +363,17 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
         return super().is_pod_running(pod)
 
     async def _reap_leftover_pod(self, key: str, start: int) -> None:
-        """Delete, by uid, the pod a failed start left or made late, until a new start of
-        the same pod (by any Spawner object) begins."""
-        window = self.k8s_api_request_retry_timeout + self.k8s_api_request_timeout
-        deadline = asyncio.get_running_loop().time() + window
-        while self._starts.get(key) == start and asyncio.get_running_loop().time() < deadline:
-            pod = self._reflected_pod()
-            if pod and not pod["metadata"].get("deletionTimestamp"):
-                uid = pod["metadata"]["uid"]
-                self.log.warning("nfsuid: deleting pod %s %s of a failed start", self.pod_name, uid)
-                options = client.V1DeleteOptions(
-                    grace_period_seconds=0, preconditions=client.V1Preconditions(uid=uid)
-                )
-                with contextlib.suppress(ApiException, TimeoutError):
-                    await asyncio.wait_for(
-                        self.api.delete_namespaced_pod(self.pod_name, self.namespace, body=options),
-                        self.k8s_api_request_timeout,
-                    )
-            await asyncio.sleep(1)
+        """Delete the pod a failed start left or made late, once the hub lets go of the
+        server, until a new start of the same pod (by any Spawner object) begins. A hub that
+        shuts down cancels pending starts but keeps their servers (cleanup_servers False, as
+        in Zero to JupyterHub): the next hub adopts their pods."""
+        await cleanup.reap(
+            self._reflected_pod,
+            self._delete_pod,
+            wanted=lambda: self._starts.get(key) == start,
+            held=lambda: self.server is not None and self.pending != "stop",
+            window=self.k8s_api_request_retry_timeout + self.k8s_api_request_timeout,
+        )
 
     def _reflected_pod(self) -> dict | None:
         reflector = self.pod_reflector
@@ -364,11 +386,22 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
             return self.image
         return self._configured["image"]
 
-    def _record_resolved_identity(self) -> None:
-        # Only the initcontainer source learns the identity in the pod; a known one stays.
-        found = status.resolved_identity(self._reflected_pod())
-        if found and self.identity is None:
+    def _record_identity(self) -> bool:
+        """Take the identity from the pod if it is not known (the initcontainer source, or a
+        lab a restarted hub adopted, whose state was saved before its start returned)."""
+        found = None if self.identity else status.lab_identity(self._reflected_pod())
+        if found:
             self.identity = Identity(*found)
+        return bool(found)
+
+    async def poll(self) -> int | None:
+        exit_code = await super().poll()
+        # JupyterHub saves the state only when a start returns and when a server stops.
+        if exit_code is None and not self._watching_init and self._record_identity():
+            self.orm_spawner.state = self.get_state()
+            if session := object_session(self.orm_spawner):
+                session.commit()
+        return exit_code
 
     def get_state(self) -> dict:
         state = super().get_state()

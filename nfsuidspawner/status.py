@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .manifests import INIT_CONTAINER
+from .manifests import INIT_CONTAINER, NOTEBOOK_CONTAINER
 from .script import parse_resolved
 
 # Waiting reasons that no amount of waiting fixes.
@@ -58,3 +58,16 @@ def resolved_identity(pod: dict[str, Any] | None) -> tuple[int, int] | None:
     if terminated.get("exitCode") != 0:
         return None
     return parse_resolved(terminated.get("message"))
+
+
+def lab_identity(pod: dict[str, Any] | None) -> tuple[int, int] | None:
+    """Who the pod's lab runs as: the user and group of its notebook container when the hub
+    set them (a known identity), else what the initContainer found, which start.sh switches
+    to. Both are the hub's or the kubelet's words: nothing the lab can write."""
+    for container in ((pod or {}).get("spec") or {}).get("containers") or []:
+        if container.get("name") == NOTEBOOK_CONTAINER:
+            security = container.get("securityContext") or {}
+            uid, gid = security.get("runAsUser"), security.get("runAsGroup")
+            if uid and gid:  # 0: the root phase of a lab whose identity the pod finds
+                return uid, gid
+    return resolved_identity(pod)

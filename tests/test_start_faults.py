@@ -1,0 +1,410 @@
+"""Faults during starts: what the user is told, which pods are deleted, and what a hub
+that restarted in the middle of a start records.
+
+KubeSpawner's start and poll and the API server are stand-ins; the pods are what a reflector
+would hold. The end-to-end tier (tests/e2e/test_faults.py) brings the same faults through a
+real hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from jupyterhub import orm
+from jupyterhub.utils import format_exception
+from kubernetes_asyncio.client import V1ObjectMeta, V1Pod
+from kubernetes_asyncio.client.rest import ApiException
+from kubespawner import KubeSpawner
+from tornado import web
+
+from nfsuidspawner import Identity, NFSUIDError, NFSUIDSpawner
+from nfsuidspawner.failures import start_failure
+
+POD = "jupyter-system/jupyter-alice"
+STATUS_500 = (
+    '{"kind": "Status", "status": "Failure", "code": 500, "reason": "InternalError",'
+    ' "message": "Internal error occurred: etcdserver: request timed out"}'
+)
+API_FIX = "Fix: start the server again. If it fails again, check that the Kubernetes API server"
+
+
+def api_error(status: int, reason: str, body: str | None = None) -> ApiException:
+    error = ApiException(status=status, reason=reason)
+    error.body = body
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "cause"),
+    [
+        pytest.param(
+            api_error(500, "Internal Server Error", STATUS_500),
+            "the Kubernetes API answered (500) Internal Server Error:"
+            " Internal error occurred: etcdserver: request timed out",
+            id="500-with-a-status",
+        ),
+        pytest.param(
+            api_error(503, "Service Unavailable", "<html>not json</html>"),
+            "the Kubernetes API answered (503) Service Unavailable",
+            id="503-without-a-status",
+        ),
+        pytest.param(
+            aiohttp.ServerDisconnectedError(),
+            "the connection to the Kubernetes API failed: Server disconnected",
+            id="connection-dropped",
+        ),
+        pytest.param(
+            ConnectionRefusedError(111, "Connect call failed ('10.0.0.1', 443)"),
+            "the connection to the Kubernetes API failed: [Errno 111] Connect call failed",
+            id="api-server-down",
+        ),
+        pytest.param(
+            TimeoutError(f"Could not create pod {POD}"),
+            f"timed out: Could not create pod {POD}",
+            id="creates-timed-out",
+        ),
+        pytest.param(TimeoutError(), "timed out", id="bare-timeout"),
+    ],
+)
+def test_an_api_failure_names_the_user_the_pod_and_the_fix(error: Exception, cause: str) -> None:
+    message = start_failure("alice", POD, error)
+
+    assert message is not None
+    assert message.startswith(f"nfsuid: user alice: starting pod {POD} failed: {cause}")
+    assert API_FIX in message
+    assert "\n" not in message
+
+
+def test_another_failure_keeps_its_words_and_points_at_the_log() -> None:
+    message = start_failure("alice", POD, KeyError("spec"))
+
+    assert message == (
+        f"nfsuid: user alice: starting pod {POD} failed: KeyError: 'spec'."
+        " Fix: the hub's log has the traceback; start the server again once it is fixed"
+    )
+
+
+def spoken() -> Exception:
+    error = RuntimeError("x")
+    error.jupyterhub_message = "a hook's own words"  # type: ignore[attr-defined]
+    return error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(NFSUIDError("nfsuid: user alice: refused. Fix: x"), id="refusal"),
+        pytest.param(web.HTTPError(403, "over quota"), id="http-error-for-the-user"),
+        pytest.param(spoken(), id="already-has-a-message"),
+        pytest.param(asyncio.CancelledError(), id="cancelled"),
+    ],
+)
+def test_errors_that_speak_for_themselves_are_left_alone(error: BaseException) -> None:
+    assert start_failure("alice", POD, error) is None
+
+
+# --- through the spawner ----------------------------------------------------------------------
+
+
+class Reflector:
+    """What KubeSpawner's pod reflector holds: pods by "namespace/name"."""
+
+    def __init__(self) -> None:
+        self.pods: dict[str, dict[str, Any]] = {}
+
+
+def pod(uid: str, **meta: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "jupyter-alice", "uid": uid, **meta}, "status": {}}
+
+
+class Api:
+    """The API server's pod create and delete. A delete by uid removes that pod only; then
+    the next of `late` (a create that an earlier attempt timed out on) takes the name."""
+
+    def __init__(self, reflector: Reflector, key: str, create: BaseException | None = None):
+        self.reflector, self.key, self.create = reflector, key, create
+        self.late: list[dict[str, Any]] = []
+        self.deletes: list[str | None] = []
+        self.stubborn = False  # the pod stays when deleted (a finalizer, a lost node)
+
+    async def create_namespaced_pod(self, namespace: str, body: Any, **_: Any) -> None:
+        if self.create:
+            raise self.create
+
+    async def delete_namespaced_pod(self, name: str, namespace: str, body: Any, **_: Any) -> None:
+        uid = body.preconditions.uid if body.preconditions else None
+        self.deletes.append(uid)
+        found = self.reflector.pods.get(self.key)
+        if found and uid in (None, found["metadata"]["uid"]) and not self.stubborn:
+            del self.reflector.pods[self.key]
+            if self.late:
+                self.reflector.pods[self.key] = self.late.pop(0)
+
+
+@pytest.fixture
+def reflector(monkeypatch: pytest.MonkeyPatch) -> Reflector:
+    found = Reflector()
+    for namespace in ("default", "jupyter-system"):
+        monkeypatch.setitem(KubeSpawner.reflectors, ("pods", namespace), found)
+    return found
+
+
+@pytest.fixture
+def hub_db(tmp_path: Path) -> Callable[[], Any]:
+    """Sessions of a JupyterHub database on disk: what one commits, another reads."""
+    url = f"sqlite:///{tmp_path}/jupyterhub.sqlite"
+    orm.new_session_factory(url)().close()  # creates the tables
+    return lambda: orm.new_session_factory(url)()
+
+
+@pytest.fixture
+def hub_spawner(make_spawner, hub_db) -> Iterator[Callable[..., NFSUIDSpawner]]:
+    """A spawner whose orm_spawner is alice's default server in hub_db, with a server."""
+    made: list[NFSUIDSpawner] = []
+    sessions = []  # its objects stay attached while it lives, as the hub's session does
+
+    def make(config: dict[str, Any] | None = None, api: Api | None = None) -> NFSUIDSpawner:
+        db = hub_db()
+        sessions.append(db)
+        user = orm.User(name="alice")
+        db.add(user)
+        server = orm.Spawner(user=user, name="", server=orm.Server())
+        db.add(server)
+        db.commit()
+        spawner = make_spawner({"namespace": "jupyter-system"} | (config or {}))
+        spawner.orm_spawner = server
+        if api:
+            spawner.api = api
+        made.append(spawner)
+        return spawner
+
+    yield make
+    for spawner in made:
+        if spawner._reaper:
+            spawner._reaper.cancel()
+
+
+async def test_a_failed_start_raises_kubespawners_exception_with_a_line_for_the_user(
+    make_spawner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failure = api_error(500, "Internal Server Error", STATUS_500)
+
+    async def kube_start(self: KubeSpawner) -> str:
+        raise failure
+
+    monkeypatch.setattr(KubeSpawner, "start", kube_start)
+    spawner = make_spawner({"namespace": "jupyter-system"})
+    try:
+        with pytest.raises(ApiException) as raised:
+            await spawner.start()
+    finally:
+        spawner._reaper.cancel()
+
+    assert raised.value is failure
+    message, _ = format_exception(raised.value)  # what the spawn page and the REST API show
+    assert message == start_failure(
+        "alice", POD, api_error(500, "Internal Server Error", STATUS_500)
+    )
+
+
+async def conflict(spawner: NFSUIDSpawner, timeout: float = 5) -> bool:
+    """KubeSpawner's create request, answered 409 Conflict."""
+    pod = V1Pod(metadata=V1ObjectMeta(name=spawner.pod_name))
+    return await asyncio.wait_for(spawner._make_create_pod_request(pod, 1), timeout)
+
+
+async def test_a_late_create_in_the_way_does_not_hold_up_the_start(
+    hub_spawner, reflector: Reflector
+) -> None:
+    """A 409: the pod in the way goes, and a late create brings the name back meanwhile.
+    KubeSpawner would wait until no pod has the name: until the hub's start_timeout."""
+    api = Api(reflector, POD, create=api_error(409, "Conflict"))
+    reflector.pods[POD] = pod("first")
+    api.late.append(pod("late"))
+    spawner = hub_spawner(api=api)
+
+    began = time.monotonic()
+    created = await conflict(spawner)
+
+    assert created is False  # KubeSpawner creates again: it meets the late pod, and comes back
+    assert api.deletes == ["first"]
+    assert reflector.pods[POD]["metadata"]["uid"] == "late"
+    assert time.monotonic() - began < 2
+
+
+async def test_a_pod_in_the_way_that_stays_ends_the_start_with_a_message(
+    hub_spawner, reflector: Reflector
+) -> None:
+    api = Api(reflector, POD, create=api_error(409, "Conflict"))
+    api.stubborn = True
+    reflector.pods[POD] = pod("stuck")
+    spawner = hub_spawner({"k8s_api_request_retry_timeout": 1}, api=api)
+
+    with pytest.raises(TimeoutError) as raised:
+        await conflict(spawner)
+
+    assert set(api.deletes) == {"stuck"}
+    assert format_exception(raised.value)[0] == (
+        f"nfsuid: user alice: pod {POD}, left by an earlier start or attempt, was still there 1 s"
+        " after the hub deleted it to start a new one. Fix: start the server again. If it fails"
+        " again, `kubectl describe pod` shows what holds it (finalizers, its node)"
+    )
+
+
+async def pending_start(spawner: NFSUIDSpawner, monkeypatch: pytest.MonkeyPatch) -> asyncio.Future:
+    """A start that waits for its pod, as KubeSpawner's does, until it is cancelled."""
+
+    async def kube_start(self: KubeSpawner) -> str:
+        await asyncio.Event().wait()
+        return "never"
+
+    monkeypatch.setattr(KubeSpawner, "start", kube_start)
+    started = spawner.start()
+    await asyncio.sleep(0.05)
+    return started
+
+
+async def cancelled(started: asyncio.Future) -> None:
+    started.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await started
+
+
+async def test_a_hub_that_shuts_down_leaves_the_pending_starts_pods_to_the_next(
+    hub_spawner, reflector: Reflector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """JupyterHub's shutdown cancels every task, pending starts included, and keeps their
+    servers in its database (cleanup_servers False): the next hub adopts their pods."""
+    api = Api(reflector, POD)
+    reflector.pods[POD] = pod("pending")
+    spawner = hub_spawner(api=api)
+
+    await cancelled(await pending_start(spawner, monkeypatch))
+    await asyncio.sleep(1.5)  # the reaper looks every second
+
+    assert api.deletes == []
+    assert POD in reflector.pods
+
+
+@pytest.mark.parametrize(
+    "lets_go",
+    [
+        pytest.param(lambda spawner: setattr(spawner, "_stop_pending", True), id="stopping"),
+        pytest.param(lambda spawner: setattr(spawner, "server", None), id="stopped"),
+    ],
+)
+async def test_a_start_the_hub_gave_up_on_has_its_pod_deleted(
+    hub_spawner, reflector: Reflector, monkeypatch: pytest.MonkeyPatch, lets_go
+) -> None:
+    """Timed out or interrupted: the hub stops the server (User.stop), and deletes the pods
+    its poll sees; the reaper deletes the one a late create makes."""
+    api = Api(reflector, POD)
+    spawner = hub_spawner(api=api)
+
+    await cancelled(await pending_start(spawner, monkeypatch))
+    lets_go(spawner)
+    reflector.pods[POD] = pod("late")
+    await asyncio.sleep(1.5)
+
+    assert api.deletes == ["late"]
+    assert POD not in reflector.pods
+
+
+# --- a lab that a restarted hub adopted ---------------------------------------------------------
+
+
+def lab_pod(
+    init_message: str | None = "nfsuid: user alice runs as 2001:3001\n",
+    runs_as: tuple[int, int] = (0, 0),
+    lab_message: str | None = None,
+) -> dict[str, Any]:
+    """A running lab pod: its notebook container runs as `runs_as` (0: start.sh's root
+    phase, then the user the initContainer found) and ended with `lab_message`, if any."""
+    init = {"name": "nfsuid-identity", "state": {"running": {}}}
+    if init_message is not None:
+        init["state"] = {"terminated": {"exitCode": 0, "message": init_message}}
+    notebook = {"name": "notebook", "state": {"running": {}}}
+    if lab_message is not None:
+        notebook["lastState"] = {"terminated": {"exitCode": 0, "message": lab_message}}
+    security = {"runAsUser": runs_as[0], "runAsGroup": runs_as[1]}
+    return {
+        "metadata": {"name": "jupyter-alice", "uid": "adopted"},
+        "spec": {"containers": [{"name": "notebook", "securityContext": security}]},
+        "status": {
+            "phase": "Running",
+            "initContainerStatuses": [init],
+            "containerStatuses": [notebook],
+        },
+    }
+
+
+@pytest.fixture
+def adopted(hub_spawner, reflector: Reflector, hub_db, monkeypatch: pytest.MonkeyPatch):
+    """Poll a lab that a restarted hub adopted (state without an identity) whose pod is
+    `found`: what the spawner knows after, and what the hub's database holds."""
+
+    async def kube_poll(self: KubeSpawner) -> int | None:
+        return None if self.pod_reflector.pods.get(POD) else 1
+
+    monkeypatch.setattr(KubeSpawner, "poll", kube_poll)
+
+    async def poll(found: dict[str, Any], state: dict | None = None) -> tuple[Any, dict]:
+        reflector.pods[POD] = found
+        spawner = hub_spawner()
+        spawner.load_state(state or {"pod_name": "jupyter-alice"})
+        assert await spawner.poll() is None
+        (saved,) = [s.state for s in hub_db().query(orm.Spawner)]
+        return spawner.identity, (saved or {}).get("nfsuid_identity")
+
+    return poll
+
+
+async def test_a_restarted_hub_records_the_identity_the_initcontainer_found(adopted) -> None:
+    identity, saved = await adopted(lab_pod())
+
+    assert identity == Identity(2001, 3001)
+    assert saved == {"uid": 2001, "gid": 3001}
+
+
+async def test_a_restarted_hub_records_the_identity_the_hub_gave_the_pod(adopted) -> None:
+    # The hub source: the lab runs as the owner the hub found; the directory's group has
+    # changed since, which the initContainer reports, but the lab runs as the pod says.
+    pod = lab_pod("nfsuid: user alice runs as 2001:3999\n", runs_as=(2001, 3001))
+
+    identity, saved = await adopted(pod)
+
+    assert identity == Identity(2001, 3001)
+    assert saved == {"uid": 2001, "gid": 3001}
+
+
+@pytest.mark.parametrize(
+    "found",
+    [
+        pytest.param(lab_pod(init_message=None), id="initcontainer-still-running"),
+        pytest.param(
+            lab_pod(init_message="", lab_message="nfsuid: user alice runs as 2002:3002\n"),
+            id="the-lab-container-claims-an-identity",
+        ),
+    ],
+)
+async def test_a_restarted_hub_records_nothing_the_kubelet_or_hub_did_not_say(
+    adopted, found: dict[str, Any]
+) -> None:
+    identity, saved = await adopted(found)
+
+    assert (identity, saved) == (None, None)
+
+
+async def test_a_known_identity_is_not_replaced_by_the_pods(adopted) -> None:
+    state = {"pod_name": "jupyter-alice", "nfsuid_identity": {"uid": 2001, "gid": 3001}}
+
+    identity, saved = await adopted(lab_pod("nfsuid: user alice runs as 2002:3002\n"), state)
+
+    assert identity == Identity(2001, 3001)
+    assert saved is None  # nothing new to save
