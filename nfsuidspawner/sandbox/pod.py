@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import marshal
 import os
 import shutil
 import signal
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RUNTIME_SCRIPT = str(Path(shim.__file__).resolve())
+# No PYTHON* variables, user site or site packages: the shim is stdlib only, and starts faster.
+SHIM_FLAGS = ("-E", "-s", "-S")
 MAX_TERMINATION_MESSAGE = 4096
 FALLBACK_LOG_BYTES, FALLBACK_LOG_LINES = 2048, 80
 
@@ -148,14 +150,14 @@ class Pod(PodReport):
             await self.event("Failed", f"Error: {e}", "Warning", c)
             return None
         cfg["parent_pid"] = os.getpid()
-        (cdir / "config.json").write_text(json.dumps(cfg))
+        (cdir / "config.marshal").write_bytes(marshal.dumps(cfg))
         image = c.spec.get("image", "")
         await self.event("Pulled", f'Container image "{image}" already present on machine', c=c)
         self.logdir.mkdir(parents=True, exist_ok=True)
         logfile = self.logdir / f"{c.name}.{c.restart_count}.log"
         with open(logfile, "wb") as out:
             c.proc = await asyncio.create_subprocess_exec(
-                sys.executable, RUNTIME_SCRIPT, str(cdir / "config.json"),
+                sys.executable, *SHIM_FLAGS, RUNTIME_SCRIPT, str(cdir / "config.marshal"),
                 stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip

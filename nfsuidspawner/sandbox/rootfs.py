@@ -1,7 +1,8 @@
 """The sandbox shim's container root: a tmpfs root with the host's system, the volumes, /etc, /dev.
 
 Imported by :mod:`.shim` inside the container's new mount namespace (stdlib only, and importable
-without the package: the shim runs as a script and imports this file from beside it).
+without the package: the shim runs as a script and imports this file from beside it; like the
+shim, it keeps to the imports every container start can afford).
 :func:`build_root` mounts a tmpfs at the config's rootfs with read-only binds of the host's
 system directories and the Python in use, an /etc of the image's users plus a few host files, a
 private /dev, /proc, the docker-stacks stand-ins (start.sh, sudo's sudoers, jovyan's home) when
@@ -14,16 +15,14 @@ from __future__ import annotations
 
 import ctypes
 import os
-import shutil
 import stat
-from typing import Any
 
 if __package__:
     from . import subpath
 else:  # imported by the shim run as a script, with subpath.py beside it
     import subpath
 
-Obj = dict[str, Any]
+Obj = dict
 
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -106,6 +105,15 @@ def _mkdirs(path: str, mode: int = 0o755) -> None:
     os.makedirs(path, mode=mode, exist_ok=True)
 
 
+def _copy(src: str, dst: str, mode: int | None = None) -> None:
+    """Copy a file's contents, with its own mode unless `mode` says otherwise."""
+    with open(src, "rb") as f:
+        content = f.read()
+    with open(dst, "wb") as f:
+        f.write(content)
+    os.chmod(dst, stat.S_IMODE(os.stat(src).st_mode) if mode is None else mode)
+
+
 def _write(path: str, content: str, mode: int = 0o644, uid: int = 0, gid: int = 0) -> None:
     with open(path, "w") as f:
         f.write(content)
@@ -121,7 +129,7 @@ def _build_etc(cfg: Obj, root: str) -> None:
         if os.path.islink(src):
             os.symlink(os.readlink(src), os.path.join(etc, name))
         elif os.path.isfile(src):
-            shutil.copy2(src, os.path.join(etc, name))
+            _copy(src, os.path.join(etc, name))
     for name in ETC_BIND:
         src = os.path.join("/etc", name)
         if os.path.isdir(src) and not os.path.islink(src):
@@ -175,12 +183,11 @@ def _build_docker_stacks(cfg: Obj, root: str) -> None:
     src = os.path.join(cfg["images_dir"], "docker-stacks")
     for name in ("start.sh", "start-notebook.py", "start-notebook.sh", "start-singleuser.py",
                  "start-singleuser.sh", "run-hooks.sh"):  # fmt: skip
-        shutil.copyfile(os.path.join(src, name), os.path.join(bindir, name))
-        os.chmod(os.path.join(bindir, name), 0o755)
+        _copy(os.path.join(src, name), os.path.join(bindir, name), 0o755)
     for d in ("start-notebook.d", "before-notebook.d"):
         _mkdirs(os.path.join(bindir, d))
     hook = "10activate-conda-env.sh"
-    shutil.copyfile(os.path.join(src, hook), os.path.join(bindir, "before-notebook.d", hook))
+    _copy(os.path.join(src, hook), os.path.join(bindir, "before-notebook.d", hook), 0o644)
     # conda is a Python program: the base interpreter (a venv's would ignore the user site).
     with open(os.path.join(src, "conda")) as f:
         conda = f.read().split("\n", 1)[1]

@@ -1,7 +1,10 @@
-"""The sandbox container shim: ``python shim.py CONFIG.json`` runs one container (as root).
+"""The sandbox container shim: ``python -E -s -S shim.py CONFIG`` runs one container (as root).
 
 Stdlib only and no package imports: the kubelet runs this file by its path (it imports
-:mod:`.rootfs` and :mod:`.subpath` from beside it). Given the config :mod:`.runtime` wrote, it
+:mod:`.rootfs` and :mod:`.subpath` from beside it), without the site packages. Every container
+start runs it, so it imports only what it needs at once: the config is in :mod:`marshal`'s
+format (:mod:`json` brings :mod:`re`), and its types are plain dicts (:mod:`typing` alone
+costs more than the rest of its imports). Given the config :mod:`.runtime` wrote, it
 enters a new PID namespace, and its child, the container's init (PID 1 there), enters new
 mount, UTS and IPC namespaces, builds the container root (:mod:`.rootfs`), ``pivot_root``\\s
 into it and runs the container's command through ``setpriv`` with the uid, gids, capabilities
@@ -15,22 +18,19 @@ cannot start at all exits with :data:`START_ERROR_EXIT` and says why in the star
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import json
+import marshal
 import os
 import select
 import signal
 import sys
-import traceback
-from typing import Any
 
 if __package__:
     from . import rootfs
 else:  # the shim: this file run as a script, with rootfs.py beside it
     import rootfs
 
-Obj = dict[str, Any]
+Obj = dict
 
 # Exit code and reason a runtime reports when the container cannot be started at all.
 START_ERROR_EXIT = 128
@@ -124,7 +124,7 @@ def _init(cfg: Obj, parent_alive: int) -> None:
     try:
         os.chdir(rootfs.secure_join("/", cfg["workdir"]))
     except OSError as e:
-        _fail_start(cfg, f"chdir to cwd ({cfg['workdir']!r}) set in config.json failed: {e}")
+        _fail_start(cfg, f"chdir to cwd ({cfg['workdir']!r}) set in the config failed: {e}")
 
     main = os.fork()
     if main == 0:
@@ -135,6 +135,8 @@ def _init(cfg: Obj, parent_alive: int) -> None:
                 signal.signal(sig, signal.SIG_DFL)
             os.execve(_setpriv_argv(cfg)[0], _setpriv_argv(cfg) + cfg["argv"], env)
         except BaseException:
+            import traceback
+
             traceback.print_exc()
         finally:
             os._exit(START_ERROR_EXIT)
@@ -152,8 +154,11 @@ def _init(cfg: Obj, parent_alive: int) -> None:
         if pid == main:
             code = os.waitstatus_to_exitcode(status)
             code = 128 - code if code < 0 else code
-            with contextlib.suppress(OSError):  # the kernel kills the rest when we exit
+            # The kernel kills the rest when we exit. (No contextlib: see the imports.)
+            try:  # noqa: SIM105
                 os.kill(-1, signal.SIGKILL)
+            except OSError:
+                pass
             os._exit(code)
 
 
@@ -204,16 +209,18 @@ def _forward_signals(target: int) -> None:
     """Pass the signals a container gets on to `target` (a pid, or a process group if < 0)."""
 
     def forward(signum: int, _frame: object) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
+        try:  # noqa: SIM105
             os.kill(target, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     for sig in FORWARDED_SIGNALS:
         signal.signal(sig, forward)
 
 
 def main(argv: list[str]) -> None:
-    with open(argv[1]) as f:
-        cfg = json.load(f)
+    with open(argv[1], "rb") as f:
+        cfg = marshal.load(f)
     rootfs.libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != cfg["parent_pid"]:
         sys.exit(1)  # the kubelet died while we started

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import marshal
 import os
 import shutil
 import subprocess
@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from nfsuidspawner.sandbox import runtime, shim
+from nfsuidspawner.sandbox.pod import SHIM_FLAGS
 from nfsuidspawner.sandbox.runtime import ContainerConfigError, container_config
 
 Obj = dict[str, Any]
@@ -109,8 +110,8 @@ def run_shim(
     (tmp_path / "tlog").touch()
     cfg = config(container, volumes=volumes, tmp=tmp_path)
     cfg["parent_pid"] = os.getpid()
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
-    proc = subprocess.run([sys.executable, shim.__file__, str(tmp_path / "config.json")],
+    (tmp_path / "config.marshal").write_bytes(marshal.dumps(cfg))
+    proc = subprocess.run([sys.executable, *SHIM_FLAGS, shim.__file__, str(tmp_path / "config.marshal")],
                           capture_output=True, text=True, timeout=30)  # fmt: skip
     return proc.returncode, proc.stdout + proc.stderr
 
@@ -157,8 +158,8 @@ def test_shim_refuses_a_subpath_swapped_for_a_symlink_after_the_kubelet_resolved
         {"volume_dir": str(vol), "sub_path": "home", "target": "/h", "readonly": False}
     ]
     cfg["parent_pid"] = os.getpid()
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
-    proc = subprocess.run([sys.executable, shim.__file__, str(tmp_path / "config.json")],
+    (tmp_path / "config.marshal").write_bytes(marshal.dumps(cfg))
+    proc = subprocess.run([sys.executable, *SHIM_FLAGS, shim.__file__, str(tmp_path / "config.marshal")],
                           capture_output=True, text=True, timeout=30)  # fmt: skip
     assert proc.returncode == runtime.START_ERROR_EXIT
     assert "unexpected symlink found" in (tmp_path / "start-error").read_text()
