@@ -41,38 +41,42 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
-import math
 import os
-import random
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from jupyterhub import __version__ as HUB_VERSION
+from load_machine import (
+    NAMESPACE,
+    NFS_PATH,
+    NFS_SERVER,
+    REPO,
+    SandboxProcess,
+    cpu_seconds,
+    descendants,
+    load_average,
+    mounts_under,
+    peak_rss_mib,
+    remove_tree,
+)
+from load_report import Outcome, Result, report, report_setup
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(REPO))
 from nfsuidspawner.sandbox.hub import HubProcess, HubSettings, free_port
 
-REPO = Path(__file__).resolve().parent.parent
-
-NAMESPACE = "jupyter-system"
-NFS_SERVER, NFS_PATH = "bench.nfs.local", "/hpc"
 SETUPS = ("KubeSpawner", "initcontainer", "hub")
 FIRST_UID = 10000
 # Time allowed past --deadline to stop the servers, count what is left and clean up.
 CLEANUP_BUDGET = 180.0
-TICK = os.sysconf("SC_CLK_TCK")
 
 # The lab: answers 200 where the hub looks for it, with the version header a real lab sends
 # (without it the hub logs a warning per spawn). The sandbox puts the pod's IP in
@@ -89,163 +93,6 @@ class Lab(http.server.BaseHTTPRequestHandler):
         pass
 http.server.HTTPServer((url.hostname, url.port), Lab).serve_forever()
 """
-
-
-@dataclass
-class Outcome:
-    ready_s: float | None = None  # time to ready, from this user's POST
-    error: str = ""
-
-
-@dataclass
-class Result:
-    setup: str
-    users: int
-    total_s: float = math.nan
-    ready: list[float] = field(default_factory=list)
-    failures: dict[str, str] = field(default_factory=dict)  # user -> first message
-    hub_cpu_ms: float = math.nan  # per spawn
-    hub_stop_cpu_ms: float = math.nan  # per stop
-    hub_rss_mib: float = math.nan
-    sandbox_cpu_s: float = math.nan
-    api_writes: float = math.nan  # per spawn
-    stop_s: float = math.nan
-    left: dict[str, int] = field(default_factory=dict)
-    load: str = ""
-    loop_stalls: str = ""
-    error: str = ""  # why the setup did not run or broke off
-
-    @property
-    def failed(self) -> int:
-        return self.users - len(self.ready)
-
-    @property
-    def leftover(self) -> int:
-        return sum(self.left.values()) if self.left else -1
-
-
-# --- /proc -------------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of one process (all its threads, not its children)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return math.nan
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live process below `pid` (the sandbox's containers: shims, inits, labs)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def mounts_under(root: Path) -> list[str]:
-    """Mount points below `root` in this mount namespace (the sandbox's, too)."""
-    prefix = str(root) + "/"
-    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-    return [p for p in points if p.startswith(prefix)]
-
-
-def load_average() -> str:
-    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def _end_with_parent() -> None:
-    # In the child before exec: SIGTERM it if this benchmark dies, even by SIGKILL.
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-
-
-# --- the sandbox, as a child process ------------------------------------------------------
-
-
-class SandboxProcess:
-    """`python -m nfsuidspawner.cli sandbox` with the share as its one export."""
-
-    def __init__(self, state_dir: Path, export: Path) -> None:
-        self.state_dir = state_dir
-        self.export = export
-        self.log_path = state_dir.parent / "sandbox.log"
-        self.process: subprocess.Popen[str] | None = None
-        self.info: dict[str, str] = {}
-
-    def launch(self) -> None:
-        """Start the child. From the main thread: its death signal follows the forking thread."""
-        # A /16 of its own: room for the burst, clear of the tests' /24s and the kubelet's default.
-        cidr = f"127.{random.randrange(20, 90)}.0.0/16"
-        export = f"{NFS_SERVER}:{NFS_PATH}={self.export}"
-        argv = [sys.executable, "-m", "nfsuidspawner.cli", "sandbox", "--namespace", NAMESPACE]
-        argv += ["--state-dir", str(self.state_dir), "--export", export, "--pod-cidr", cidr]
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                argv,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-                start_new_session=True,
-                preexec_fn=_end_with_parent,
-                cwd=REPO,
-            )
-
-    async def start(self) -> None:
-        self.launch()
-        assert self.process is not None and self.process.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(self.process.stdout.readline), 60)
-        if not line:
-            raise RuntimeError(f"the sandbox did not start:\n{self.log()}")
-        self.info = json.loads(line)
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    async def _list_pods(self) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {self.info['admin_token']}"}
-        async with aiohttp.ClientSession(headers=headers) as session:
-            url = f"{self.info['url']}/api/v1/namespaces/{NAMESPACE}/pods"
-            async with session.get(url) as response:
-                response.raise_for_status()
-                return await response.json()
-
-    async def pods(self) -> list[str]:
-        return [pod["metadata"]["name"] for pod in (await self._list_pods())["items"]]
-
-    async def writes(self) -> int:
-        """Writes so far: each pod create, status update, event and delete takes the next
-        resourceVersion, and each reaches the hub's pod and event watches."""
-        return int((await self._list_pods())["metadata"]["resourceVersion"])
-
-    async def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(process.wait, 60)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await asyncio.to_thread(process.wait)
-
-    def log(self, tail: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-tail:] if self.log_path.exists() else ""
 
 
 # --- the hub's REST API -------------------------------------------------------------------
@@ -315,7 +162,36 @@ class HubApi:
 # --- one setup ----------------------------------------------------------------------------
 
 
-def hub_config(args: argparse.Namespace, setup: str) -> str:
+# Loaded into the hub: its time in garbage collection (CPU of the collecting thread), and how
+# many full collections, written to a file every 0.2 s. A full collection walks every object
+# the hub holds, so it is the part of the hub's CPU that grows with what its reflectors hold.
+GC_PROBE = """
+import gc as _gc, os as _os, threading as _threading, time as _time
+def _bench_gc_probe(path, spent=[0.0, 0], began=[0.0]):
+    def on_gc(phase, info):
+        if phase == "start":
+            began[0] = _time.thread_time()
+        else:
+            spent[0] += _time.thread_time() - began[0]
+            spent[1] += info["generation"] == 2
+    def write():
+        while True:
+            with open(path + ".new", "w") as out:
+                out.write(f"{spent[0]} {spent[1]}")
+            _os.replace(path + ".new", path)
+            _time.sleep(0.2)
+    _gc.callbacks.append(on_gc)
+    _threading.Thread(target=write, daemon=True).start()
+"""
+
+
+def hub_gc(path: Path) -> tuple[float, int]:
+    """The hub's GC seconds and full collections so far (GC_PROBE)."""
+    seconds, full = path.read_text().split()
+    return float(seconds), int(full)
+
+
+def hub_config(args: argparse.Namespace, setup: str, gc_file: Path) -> str:
     """The extra config file for a setup (loaded after the sandbox's jupyterhub_config.py)."""
     slow = {
         "slow_spawn_timeout": args.start_timeout + args.http_timeout + 60,
@@ -329,6 +205,8 @@ def hub_config(args: argparse.Namespace, setup: str) -> str:
         f"c.KubeSpawner.start_timeout = {args.start_timeout}",
         f"c.KubeSpawner.http_timeout = {args.http_timeout}",
         f"c.KubeSpawner.cmd = {['python3', '-c', LAB]!r}",
+        GC_PROBE,
+        f"_bench_gc_probe({str(gc_file)!r})",
     ]
     if args.api_timeout is not None:
         lines.append(f"c.KubeSpawner.k8s_api_request_timeout = {args.api_timeout}")
@@ -424,7 +302,8 @@ async def measure(
     try:
         await sandbox.start()
         extra = root / "bench_config.py"
-        extra.write_text(hub_config(args, setup))
+        gc_file = root / "hub-gc"
+        extra.write_text(hub_config(args, setup, gc_file))
         settings = HubSettings(
             state_dir=str(root / "hub"),
             kubeconfig=sandbox.info["kubeconfig"],
@@ -443,10 +322,15 @@ async def measure(
         # The burst: every user at once.
         result.load = load_average()
         writes0 = await sandbox.writes()
-        cpu0, sandbox_cpu0, t0 = cpu_seconds(hub_pid), cpu_seconds(sandbox.pid), time.monotonic()
+        (gc0, full0), cpu0 = hub_gc(gc_file), cpu_seconds(hub_pid)
+        sandbox_cpu0, t0 = cpu_seconds(sandbox.pid), time.monotonic()
+        containers_cpu0 = cpu_seconds(sandbox.pid, children=True)
         outcomes = await burst(api, users, deadline)
         result.total_s = time.monotonic() - t0
         result.hub_cpu_ms = (cpu_seconds(hub_pid) - cpu0) * 1000 / args.users
+        await asyncio.sleep(0.3)  # the probe's next write
+        gc1, full1 = hub_gc(gc_file)
+        result.hub_gc_ms, result.hub_full_gcs = (gc1 - gc0) * 1000 / args.users, full1 - full0
         result.sandbox_cpu_s = cpu_seconds(sandbox.pid) - sandbox_cpu0
         result.api_writes = (await sandbox.writes() - writes0) / args.users
         ready_in_hub = await within(deadline + CLEANUP_BUDGET, api.servers("ready"))
@@ -467,6 +351,9 @@ async def measure(
         result.hub_stop_cpu_ms = (cpu_seconds(hub_pid) - cpu0) * 1000 / args.users
         result.hub_rss_mib = peak_rss_mib(hub_pid)
         result.left = await count_leftovers(sandbox, api, root, cleanup_deadline)
+        if not result.left["processes"]:  # every container has ended, and been counted
+            containers_cpu = cpu_seconds(sandbox.pid, children=True) - containers_cpu0
+            result.container_cpu_ms = containers_cpu * 1000 / args.users
         result.loop_stalls = loop_stalls(hub.log(tail=10**9))
     finally:
         if api:
@@ -497,78 +384,6 @@ async def run_setup(setup: str, args: argparse.Namespace, deadline: float) -> Re
     finally:
         remove_tree(root)
     return result
-
-
-def remove_tree(root: Path) -> None:
-    """Unmount what is left below `root` (never delete through a mount), then remove it."""
-    for point in sorted(mounts_under(root), reverse=True):
-        subprocess.run(["umount", "-l", point], check=False)
-    shutil.rmtree(root, ignore_errors=True)
-
-
-# --- report -------------------------------------------------------------------------------
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(math.ceil(p / 100 * len(ordered)) - 1, 0)]
-
-
-def report_setup(r: Result) -> None:
-    print(f"\n== {r.setup}: {r.users} users ({r.load or 'not run'})")
-    if r.error:
-        print(r.error)
-    if math.isnan(r.total_s):
-        return
-    print(
-        f"total {r.total_s:.1f}s, time to ready p50 {percentile(r.ready, 50):.1f}s"
-        f" p99 {percentile(r.ready, 99):.1f}s; hub CPU {r.hub_cpu_ms:.0f} ms/spawn"
-        f" ({r.hub_stop_cpu_ms:.0f} ms/stop), hub peak RSS {r.hub_rss_mib:.0f} MiB,"
-        f" sandbox CPU {r.sandbox_cpu_s:.1f}s, {r.api_writes:.1f} API writes/spawn;"
-        f" all stopped in {r.stop_s:.1f}s;"
-        f" hub event loop stalls: {r.loop_stalls}"
-    )
-    print(f"failed: {r.failed}")
-    messages: dict[str, list[str]] = {}
-    for user, message in r.failures.items():
-        messages.setdefault(message, []).append(user)
-    for message, who in sorted(messages.items(), key=lambda item: -len(item[1]))[:5]:
-        print(f"  {len(who)}× (first {who[0]}): {message}")
-    left = ", ".join(f"{k} {v}" for k, v in r.left.items()) if r.left else "not counted"
-    print(f"left: {left}")
-
-
-def ratio(value: float, base: float) -> float:
-    return value / base if base and not math.isnan(base) else math.nan
-
-
-def report(results: list[Result]) -> None:
-    base = next((r for r in results if r.setup == "KubeSpawner"), None)
-    base_total = base.total_s if base else math.nan
-    base_cpu = base.hub_cpu_ms if base else math.nan
-    print(
-        "\n| setup | N | total s | p50/p99 s | failed | hub CPU ms/spawn | hub peak RSS MiB"
-        " | sandbox CPU s | API writes/spawn | stop s | left | ×time | ×hub CPU |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in results:
-        print(
-            f"| {r.setup} | {r.users} | {r.total_s:.1f}"
-            f" | {percentile(r.ready, 50):.1f}/{percentile(r.ready, 99):.1f} | {r.failed}"
-            f" | {r.hub_cpu_ms:.0f} | {r.hub_rss_mib:.0f} | {r.sandbox_cpu_s:.1f}"
-            f" | {r.api_writes:.1f} | {r.stop_s:.1f} | {r.leftover} | {ratio(r.total_s, base_total):.2f}"
-            f" | {ratio(r.hub_cpu_ms, base_cpu):.2f} |"
-        )
-    print(f"({load_average()} at the end)")
-    for r in results:
-        print(
-            f"RESULT setup={r.setup} users={r.users} failed={r.failed} leftover={r.leftover}"
-            f" total_ratio={ratio(r.total_s, base_total):.2f}"
-            f" hub_cpu_ratio={ratio(r.hub_cpu_ms, base_cpu):.2f}"
-        )
 
 
 async def main(args: argparse.Namespace) -> int:
