@@ -6,21 +6,35 @@ the user nor what to do. These pure functions make the line that does; the spawn
 the exception's ``jupyterhub_message``, which JupyterHub shows on the spawn page and in its
 REST API, and re-raises the exception itself, so that JupyterHub handles it as before (a
 TimeoutError is still a timeout).
+
+JupyterHub's own start timeout raises a TimeoutError with no words. The spawner ends a start
+whose pod is not ready a little before it (start_budget), with a TimeoutError of its own that
+says what the pod was waiting for.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import aiohttp
 from kubernetes_asyncio.client.rest import ApiException
 from tornado import web
+
+from . import status
+
+Found = dict[str, Any] | None  # a pod, as KubeSpawner's reflector holds it
+Events = list[dict[str, Any]]
 
 API_FIX = (
     "start the server again. If it fails again, check that the Kubernetes API server is up"
     " and answers the hub in time; the hub's log has the full error"
 )
 OTHER_FIX = "the hub's log has the traceback; start the server again once it is fixed"
+NOT_READY_FIX = (
+    "if it only needs longer (a new node, a large image), raise c.KubeSpawner.start_timeout;"
+    " otherwise `kubectl describe pod` shows what holds it"
+)
 
 
 def _first_line(text: str) -> str:
@@ -78,3 +92,42 @@ def timed_out(message: str) -> TimeoutError:
     error = TimeoutError(message)
     error.jupyterhub_message = message  # type: ignore[attr-defined]
     return error
+
+
+def start_budget(start_timeout: float) -> float:
+    """How long the spawner lets its start run: a little less than JupyterHub's start_timeout,
+    so that it ends first and says why. JupyterHub's own timeout says nothing."""
+    return start_timeout - min(2.0, start_timeout / 10)
+
+
+def _waiting(found: Found, events: Events) -> str:
+    event = status.last_event(events, found)
+    return status.not_ready(found) + (f"; its last event: {event}" if event else "")
+
+
+def refused(user: str, reason: str) -> str:
+    """The line for the identity initContainer's refusal: its own (which names the user, the
+    path and the fix), or the kubelet's words about it, with the user's name."""
+    return reason if reason.startswith("nfsuid:") else f"nfsuid: user {user}: {reason}"
+
+
+def not_ready(user: str, pod: str, start_timeout: float, found: Found, events: Events) -> str:
+    """The line for a start whose pod (`found`, with its `events`) was not ready within
+    start_timeout."""
+    return (
+        f"nfsuid: user {user}: pod {pod} was not ready within start_timeout ({start_timeout:g} s):"
+        f" {_waiting(found, events)}. Fix: {NOT_READY_FIX}"
+    )
+
+
+def not_adopted(user: str, pod: str, start_timeout: float, found: Found, events: Events) -> str:
+    """The hub's log line for a lab whose start a restarted hub found unfinished, and whose pod
+    was not ready in the time that start had left, or was refused."""
+    if reason := status.init_failure(found):
+        return refused(user, reason)
+    return (
+        f"nfsuid: user {user}: the hub restarted during the start of pod {pod}, which is not"
+        f" ready: {_waiting(found, events)}. It had until start_timeout ({start_timeout:g} s)"
+        " from its start; the hub stops the server unless it answers within http_timeout."
+        f" Fix: start the server again; {NOT_READY_FIX}"
+    )

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import dataclasses
 import fnmatch
 import functools
+from collections.abc import AsyncGenerator, Callable
 from contextvars import ContextVar
 from typing import Any, ClassVar
 
@@ -16,17 +16,10 @@ from kubespawner import KubeSpawner
 from sqlalchemy.orm import object_session
 from traitlets import default
 
-from . import cleanup, failures, inject, manifests, podcheck, status
+from . import adoption, cleanup, failures, inject, manifests, podcheck, progress, status
 from .errors import NFSUIDError
 from .groups import Groups, check_groups
-from .identity import (
-    Identity,
-    check_expected_owner,
-    check_ids,
-    home_dir,
-    refusal,
-    unix_name,
-)
+from .identity import Identity, check_expected_owner, check_ids, home_dir, refusal, unix_name
 from .options import NFSUIDOptions
 from .sources import owner_on_hub_mount, supplementary_groups
 from .storage import ensure_share
@@ -84,7 +77,7 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
         for name in ADMIN_ONLY:
             setattr(self, name, copy.deepcopy(self._configured[name]))
         self._from_user = {}
-        self._notes = []
+        self._notes.clear()  # in place: a progress() reader may hold the list already
         self._started = None
         await super().run_auth_state_hook(auth_state)
 
@@ -201,42 +194,9 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
             self._notes.append(message)
             self._noted.set()
 
-    async def progress(self) -> Any:
-        # KubeSpawner's events, with each note as soon as it is made, until this start ends.
-        # A refusal is noted as it ends the spawn, when KubeSpawner's events may have ended,
-        # and JupyterHub reads progress only until the spawn has ended.
+    def progress(self) -> AsyncGenerator[dict[str, Any], None]:
         events = aiter(super().progress())
-        next_event: asyncio.Future | None = asyncio.ensure_future(anext(events))
-        sent, percent = 0, 0
-        try:
-            while True:
-                while sent < len(self._notes):
-                    yield {"progress": percent, "message": self._notes[sent]}
-                    sent += 1
-                self._noted.clear()
-                until = next_event or self._started
-                if until is None or (next_event is None and until.done()):
-                    return
-                noted = asyncio.ensure_future(self._noted.wait())
-                try:
-                    await asyncio.wait([until, noted], return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    noted.cancel()
-                if next_event and next_event.done():
-                    try:
-                        event = next_event.result()
-                    except StopAsyncIteration:
-                        next_event = None
-                        continue
-                    percent = event.get("progress", percent)
-                    yield event
-                    next_event = asyncio.ensure_future(anext(events))
-        finally:
-            if next_event:
-                next_event.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await next_event
-            await events.aclose()
+        return progress.merged(events, self._notes, self._noted, lambda: self._started)
 
     async def get_pod_manifest(self) -> Any:
         layout = self._layout()
@@ -278,39 +238,43 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
         return inject.inject(pod, parts, layout.user)
 
     def start(self) -> asyncio.Future:
-        self._started = asyncio.ensure_future(self._start_checked())
+        # JupyterHub's start_timeout runs from now: see failures.start_budget.
+        deadline = asyncio.get_running_loop().time() + failures.start_budget(self.start_timeout)
+        self._started = asyncio.ensure_future(self._start_checked(deadline))
         return self._started
 
-    async def _start_checked(self) -> Any:
+    async def _start_checked(self, deadline: float) -> Any:
         self._check_config()
         key = f"{self.namespace}/{self.pod_name}"
         start = self._starts[key] = self._starts.get(key, 0) + 1
         self._watching_init = True
+        bound = asyncio.timeout_at(deadline)
         try:
-            if self.nfs_storage == "ensure-pv":
-                await ensure_share(
-                    self.api,
-                    manifests.persistent_volume(
-                        self.nfs_pv_name,
-                        self.nfs_server,
-                        self.nfs_export_path,
-                        self.nfs_mount_options,
-                        self.nfs_capacity,
-                        self.namespace,
-                        self.nfs_pvc_name,
-                    ),
-                    manifests.persistent_volume_claim(
-                        self.nfs_pvc_name, self.namespace, self.nfs_pv_name, self.nfs_capacity
-                    ),
-                )
-            url = await super().start()
+            async with bound:
+                if self.nfs_storage == "ensure-pv":
+                    await ensure_share(
+                        self.api,
+                        manifests.persistent_volume(
+                            self.nfs_pv_name,
+                            self.nfs_server,
+                            self.nfs_export_path,
+                            self.nfs_mount_options,
+                            self.nfs_capacity,
+                            self.namespace,
+                            self.nfs_pvc_name,
+                        ),
+                        manifests.persistent_volume_claim(
+                            self.nfs_pvc_name, self.namespace, self.nfs_pv_name, self.nfs_capacity
+                        ),
+                    )
+                url = await super().start()
         except NFSUIDError as refused:
             self._note(str(refused))
             # The initContainer refused (or the pod was never made): nothing may stay.
             try:
-                await self.stop(now=True)
+                await asyncio.wait_for(self.stop(now=True), self.k8s_api_request_retry_timeout)
             except Exception as e:
-                self.log.warning("nfsuid: deleting pod %s after a refusal: %s", self.pod_name, e)
+                self.log.warning("nfsuid: deleting pod %s after a refusal: %r", self.pod_name, e)
                 self._reaper = asyncio.ensure_future(self._reap_leftover_pod(key, start))
             raise
         except BaseException as failed:
@@ -318,6 +282,8 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
             # made by a create request that timed out here but reaches the API server
             # later; the hub deletes only pods that its poll() sees.
             self._reaper = asyncio.ensure_future(self._reap_leftover_pod(key, start))
+            if bound.expired() and isinstance(failed, TimeoutError):
+                raise failures.timed_out(self._not_ready(failures.not_ready)) from failed
             # KubeSpawner's own exception, with a line for the user: JupyterHub shows
             # jupyterhub_message, and handles the exception by its type as before.
             if message := failures.start_failure(self.user.name, key, failed):
@@ -354,9 +320,7 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
         # KubeSpawner polls this while it waits for the pod; a refusal ends the wait at once.
         reason = status.init_failure(pod) if self._watching_init else None
         if reason:
-            if not reason.startswith("nfsuid:"):
-                reason = f"nfsuid: user {self.user.name}: {reason}"
-            raise NFSUIDError(reason)
+            raise NFSUIDError(failures.refused(self.user.name, reason))
         found = status.resolved_identity(pod) if self._watching_init else None
         if found:
             self._note(_runs_as(self._layout(), Identity(*found)))
@@ -374,6 +338,20 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
             held=lambda: self.server is not None and self.pending != "stop",
             window=self.k8s_api_request_retry_timeout + self.k8s_api_request_timeout,
         )
+
+    def _not_ready(self, message: Callable[..., str]) -> str:
+        key = f"{self.namespace}/{self.pod_name}"
+        return message(self.user.name, key, self.start_timeout, self._reflected_pod(), self.events)
+
+    async def get_url(self) -> str:
+        # A restarted hub checks an unfinished start's lab at this address: see adoption.
+        left = adoption.time_left(self.orm_spawner.started, self.start_timeout)
+        pod = await adoption.wait_for_pod(self._reflected_pod, self.is_pod_running, left)
+        if not (pod and self.is_pod_running(pod)):
+            self.log.error(self._not_ready(failures.not_adopted))
+        if pod and pod["status"].get("podIP"):
+            return self._get_pod_url(pod)
+        return await super().get_url()
 
     def _reflected_pod(self) -> dict | None:
         reflector = self.pod_reflector

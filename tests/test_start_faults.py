@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from jupyterhub import orm
-from jupyterhub.utils import format_exception
+from jupyterhub.utils import format_exception, utcnow
 from kubernetes_asyncio.client import V1ObjectMeta, V1Pod
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
@@ -25,6 +26,7 @@ from tornado import web
 
 from nfsuidspawner import Identity, NFSUIDError, NFSUIDSpawner
 from nfsuidspawner.failures import start_failure
+from nfsuidspawner.status import not_ready
 
 POD = "jupyter-system/jupyter-alice"
 STATUS_500 = (
@@ -147,12 +149,16 @@ class Api:
                 self.reflector.pods[self.key] = self.late.pop(0)
 
 
+def reflecting(monkeypatch: pytest.MonkeyPatch, kind: str, found: Any) -> Any:
+    """`found` as KubeSpawner's reflector of `kind` ("pods", "events") in the tests' namespaces."""
+    for namespace in ("default", "jupyter-system"):
+        monkeypatch.setitem(KubeSpawner.reflectors, (kind, namespace), found)
+    return found
+
+
 @pytest.fixture
 def reflector(monkeypatch: pytest.MonkeyPatch) -> Reflector:
-    found = Reflector()
-    for namespace in ("default", "jupyter-system"):
-        monkeypatch.setitem(KubeSpawner.reflectors, ("pods", namespace), found)
-    return found
+    return reflecting(monkeypatch, "pods", Reflector())
 
 
 @pytest.fixture
@@ -408,3 +414,249 @@ async def test_a_known_identity_is_not_replaced_by_the_pods(adopted) -> None:
 
     assert identity == Identity(2001, 3001)
     assert saved is None  # nothing new to save
+
+
+# --- a pod that is not ready within start_timeout ----------------------------------------------
+
+
+def pending_pod(uid: str = "pending", **status: Any) -> dict[str, Any]:
+    """A lab pod as the reflector holds it while it starts."""
+    return {
+        "metadata": {"name": "jupyter-alice", "uid": uid},
+        "spec": {"containers": [{"name": "notebook", "ports": [NOTEBOOK_PORT]}]},
+        "status": {"phase": "Pending", "podIP": None, **status},
+    }
+
+
+NOTEBOOK_PORT = {"name": "notebook-port", "containerPort": 8888}
+UNSCHEDULED = {
+    "type": "PodScheduled",
+    "status": "False",
+    "reason": "Unschedulable",
+    "message": "0/3 nodes are available: 3 Insufficient memory.",
+}
+IDENTITY_RUNNING = {"name": "nfsuid-identity", "state": {"running": {}}}
+IMAGE_PULL = {
+    "name": "notebook",
+    "ready": False,
+    "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}},
+}
+INIT_DONE = {"name": "nfsuid-identity", "state": {"terminated": {"exitCode": 0}}}
+
+
+@pytest.mark.parametrize(
+    ("found", "waiting"),
+    [
+        pytest.param(None, "the hub sees no such pod", id="no-pod"),
+        pytest.param(
+            pending_pod(conditions=[UNSCHEDULED]),
+            "no node was found for it (Unschedulable: 0/3 nodes are available:"
+            " 3 Insufficient memory.)",
+            id="unschedulable",
+        ),
+        pytest.param(
+            pending_pod(initContainerStatuses=[IDENTITY_RUNNING]),
+            "initContainer nfsuid-identity is still reading the owner of the user's directory"
+            " (an NFS server that does not answer holds it)",
+            id="identity-check-hangs",
+        ),
+        pytest.param(
+            pending_pod(initContainerStatuses=[INIT_DONE], containerStatuses=[IMAGE_PULL]),
+            "container notebook is waiting (ImagePullBackOff: Back-off pulling image)",
+            id="image-pull",
+        ),
+        pytest.param(
+            pending_pod(
+                phase="Running",
+                podIP="10.0.0.7",
+                containerStatuses=[{"name": "notebook", "ready": False, "state": {"running": {}}}],
+            ),
+            "container notebook runs but is not ready",
+            id="not-ready",
+        ),
+        pytest.param(pending_pod(), "it is Pending, without an IP address", id="nothing-said"),
+    ],
+)
+def test_what_a_pod_waits_for_is_said_in_the_kubelets_words(
+    found: dict[str, Any] | None, waiting: str
+) -> None:
+    assert not_ready(found) == waiting
+
+
+class Events:
+    """What KubeSpawner's event reflector holds: events, oldest first."""
+
+    def __init__(self, *events: dict[str, Any]) -> None:
+        self.events = list(events)
+
+
+def event(uid: str, reason: str, message: str) -> dict[str, Any]:
+    involved = {"kind": "Pod", "name": "jupyter-alice", "uid": uid}
+    return {"involvedObject": involved, "reason": reason, "message": message}
+
+
+@pytest.fixture
+def events(monkeypatch: pytest.MonkeyPatch) -> Events:
+    return reflecting(monkeypatch, "events", Events())
+
+
+async def test_a_start_not_ready_within_start_timeout_says_what_it_waits_for(
+    hub_spawner, reflector: Reflector, events: Events, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """JupyterHub's own timeout raises a TimeoutError with no words ("Spawn failed: "): the
+    spawner ends its start first, with a TimeoutError that names the user, the pod, what it
+    waits for and the fix. The failed start's pod is deleted once the hub lets go."""
+    api = Api(reflector, POD)
+    reflector.pods[POD] = pending_pod(initContainerStatuses=[IDENTITY_RUNNING])
+    events.events += [
+        event("earlier", "Killing", "an earlier pod of that name"),
+        event("pending", "Pulled", "Container image already present on machine"),
+        event("pending", "Started", "Started container nfsuid-identity"),
+    ]
+    spawner = hub_spawner({"start_timeout": 2}, api=api)
+
+    async def kube_start(self: KubeSpawner) -> str:
+        await asyncio.Event().wait()
+        return "never"
+
+    monkeypatch.setattr(KubeSpawner, "start", kube_start)
+    began = time.monotonic()
+    with pytest.raises(TimeoutError) as raised:  # as JupyterHub's User.spawn waits
+        await asyncio.wait_for(spawner.start(), spawner.start_timeout)
+
+    assert format_exception(raised.value)[0] == (
+        f"nfsuid: user alice: pod {POD} was not ready within start_timeout (2 s): initContainer"
+        " nfsuid-identity is still reading the owner of the user's directory (an NFS server that"
+        " does not answer holds it); its last event: Started: Started container nfsuid-identity."
+        " Fix: if it only needs longer (a new node, a large image), raise"
+        " c.KubeSpawner.start_timeout; otherwise `kubectl describe pod` shows what holds it"
+    )
+    assert 1.5 < time.monotonic() - began < 2
+    spawner.server = None  # the hub stops the server (User.spawn, on any failure)
+    await asyncio.sleep(1.5)
+    assert api.deletes == ["pending"]
+
+
+async def test_a_refusal_is_reported_while_the_pods_deletion_hangs(
+    hub_spawner, reflector: Reflector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KubeSpawner's stop waits for the pod to go for up to start_timeout; a refusal is
+    reported within k8s_api_request_retry_timeout, and the reaper deletes the pod later."""
+    refusal = NFSUIDError("nfsuid: user alice: /data/hpc/home/alice is owned by uid 0 (root).")
+
+    async def kube_start(self: KubeSpawner) -> str:
+        raise refusal
+
+    async def kube_stop(self: KubeSpawner, now: bool = False) -> None:
+        await asyncio.Event().wait()  # a pod that does not go, an API server that hangs
+
+    monkeypatch.setattr(KubeSpawner, "start", kube_start)
+    monkeypatch.setattr(KubeSpawner, "stop", kube_stop)
+    spawner = hub_spawner({"k8s_api_request_retry_timeout": 1, "start_timeout": 60})
+
+    began = time.monotonic()
+    with pytest.raises(NFSUIDError) as raised:
+        await asyncio.wait_for(spawner.start(), 5)
+
+    assert raised.value is refusal
+    assert time.monotonic() - began < 2
+    assert spawner._reaper is not None
+
+
+# --- a lab whose start a restarted hub found unfinished -------------------------------------------
+
+
+def running_pod(uid: str = "pending") -> dict[str, Any]:
+    ready = {"name": "notebook", "ready": True, "state": {"running": {}}}
+    return pending_pod(
+        uid,
+        phase="Running",
+        podIP="10.0.0.7",
+        initContainerStatuses=[INIT_DONE],
+        containerStatuses=[ready],
+    )
+
+
+@pytest.fixture
+def checked(hub_spawner, reflector: Reflector, events: Events):
+    """What a restarted hub's check of alice's unfinished start (app.py, check_spawner) gets
+    from get_url, and how long that took: her pod is `found`, and becomes `later` after
+    `after` s; her start began `began` s before the check."""
+
+    async def check(
+        found: dict[str, Any],
+        later: dict[str, Any] | None = None,
+        after: float = 0.5,
+        began: float = 10,
+        start_timeout: float = 60,
+    ) -> tuple[str, str, float]:
+        reflector.pods[POD] = found
+        spawner = hub_spawner({"start_timeout": start_timeout})
+        spawner.orm_spawner.started = utcnow(with_tz=False) - timedelta(seconds=began)
+        spawner.load_state({"pod_name": "jupyter-alice"})
+        saved = spawner.server.url
+        if later:
+            asyncio.get_running_loop().call_later(after, reflector.pods.__setitem__, POD, later)
+        checking = time.monotonic()
+        url = await spawner.get_url()
+        return url, saved, time.monotonic() - checking
+
+    return check
+
+
+async def test_a_restarted_hub_checks_a_pod_that_was_pending_at_its_address(checked) -> None:
+    url, saved, seconds = await checked(pending_pod(), later=running_pod())
+
+    assert url == "http://10.0.0.7:8888"
+    assert saved != url  # the address saved when the start began, before the pod had one
+    assert 0.5 <= seconds < 2
+
+
+async def test_a_restarted_hub_checks_a_running_pod_at_once(checked) -> None:
+    url, _, seconds = await checked(running_pod())
+
+    assert (url, seconds < 0.5) == ("http://10.0.0.7:8888", True)
+
+
+async def test_an_adopted_pod_not_ready_in_its_starts_time_is_logged(checked, caplog) -> None:
+    """The pod gets what its start had left of start_timeout (here 1 s); then the hub's log
+    says whose pod, what it waits for and the fix, and JupyterHub stops the server."""
+    stuck = pending_pod(conditions=[UNSCHEDULED])
+
+    url, saved, seconds = await checked(stuck, began=4, start_timeout=5)
+
+    assert url == saved
+    assert 1 <= seconds < 2
+    assert (
+        f"nfsuid: user alice: the hub restarted during the start of pod {POD}, which is not"
+        " ready: no node was found for it (Unschedulable: 0/3 nodes are available:"
+        " 3 Insufficient memory.). It had until start_timeout (5 s) from its start; the hub stops"
+        " the server unless it answers within http_timeout. Fix: start the server again;"
+    ) in caplog.text
+
+
+async def test_an_adopted_pod_with_an_address_is_checked_there_even_if_not_ready(
+    checked, caplog
+) -> None:
+    """Not ready when its start's time is up, but with an address: JupyterHub gives it
+    http_timeout more to answer there, rather than at the address saved before it had one."""
+    starting = running_pod()
+    starting["status"]["containerStatuses"][0]["ready"] = False
+
+    url, _, seconds = await checked(starting, began=60, start_timeout=60)
+
+    assert (url, seconds < 0.5) == ("http://10.0.0.7:8888", True)
+    assert "container notebook runs but is not ready" in caplog.text
+
+
+async def test_an_adopted_pod_whose_identity_check_refused_is_logged_at_once(
+    checked, caplog
+) -> None:
+    refusal = "nfsuid: user alice: /data/hpc/home/alice is owned by uid 0 (root). Fix: chown it"
+    refused = {"name": "nfsuid-identity", "state": {"terminated": {"exitCode": 1}}}
+    refused["state"]["terminated"]["message"] = refusal + "\n"
+
+    url, saved, seconds = await checked(pending_pod(initContainerStatuses=[refused]))
+
+    assert (url, seconds < 0.5) == (saved, True)
+    assert refusal in caplog.text
