@@ -3,8 +3,9 @@
 An ``emptyDir`` is a directory of the pod's own (removed with the pod); an ``nfs`` volume, or a
 PersistentVolumeClaim bound to an NFS PersistentVolume, is the local directory standing in for
 that export (subdirectories of an export may be mounted too; a path leaving the export is
-refused); a ``configMap`` or ``secret`` is written out as one file per key. A failure reads like
-a kubelet's ``FailedMount`` event and is retried by the pod with back-off.
+refused); a ``configMap`` or ``secret`` is written out as one file per key. A failure, the API
+server's answer to a lookup included (an error, or no answer while it restarts), reads like a
+kubelet's ``FailedMount`` event and is retried by the pod with back-off.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import posixpath
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from .kubeclient import ApiStatusError
 from .runtime import Obj
@@ -76,7 +79,7 @@ class Volumes:
                     out[name] = await self._pvc_dir(ns, v["persistentVolumeClaim"]["claimName"])
                 elif "configMap" in v or "secret" in v:
                     out[name] = await self._keys_dir(ns, pod_dir, v)
-            except MountError as e:
+            except (MountError, ApiStatusError, aiohttp.ClientError) as e:
                 raise MountError(f'MountVolume.SetUp failed for volume "{name}" : {e}') from None
         return out
 

@@ -90,6 +90,34 @@ async def test_nfs_volume_may_name_a_subdirectory_of_an_export(cluster: Cluster)
     assert cluster.log("subexport").split() == ["p1"]
 
 
+async def test_a_volume_whose_api_lookup_failed_is_mounted_on_a_retry(cluster: Cluster) -> None:
+    """As a kubelet's volume manager does: FailedMount, then a retry. (The API client tries a
+    502-504 or a lost connection again itself; a 500 reaches the volume manager.)"""
+    (cluster.export / "hpc").mkdir()
+    (cluster.export / "hpc" / "here").touch()
+    nfs = {"server": "nfs.example", "path": "/export/hpc"}
+    claim = {"namespace": NS, "name": "hpc"}  # bound by the PV's claimRef: the kubelet lists PVs
+    await cluster.call("POST", "/api/v1/persistentvolumes", {
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "hpc"},
+        "spec": {"capacity": {"storage": "1Ti"}, "accessModes": ["ReadWriteMany"], "nfs": nfs,
+                 "claimRef": claim},
+    })  # fmt: skip
+    await cluster.call("POST", f"/api/v1/namespaces/{NS}/persistentvolumeclaims", {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "hpc"},
+        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "",
+                 "resources": {"requests": {"storage": "1Ti"}}},
+    })  # fmt: skip
+    rule = {"verb": "list", "resource": "persistentvolumes", "identity": "admin", "count": 1}
+    await cluster.call("POST", "/sandbox/faults", {"rules": [rule | {"action": "error"}]})
+    volume = {"name": "share", "persistentVolumeClaim": {"claimName": "hpc"}}
+    mount = {"name": "share", "mountPath": "/p"}
+    await cluster.create("retried", [sh("ls /p", volumeMounts=[mount])], volumes=[volume])
+    pod = await cluster.finished("retried")
+    assert pod["status"]["phase"] == "Succeeded", await cluster.explain("retried")
+    assert cluster.log("retried").split() == ["here"]
+    assert "FailedMount" in [e["reason"] for e in await cluster.events("retried")]
+
+
 async def test_read_only_mount_is_read_only(cluster: Cluster) -> None:
     await cluster.create(
         "ro",
