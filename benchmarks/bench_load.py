@@ -22,9 +22,11 @@ the hub's message), each DELETE when its server is gone. A 202 (still pending) i
 listing of the hub's servers confirms the outcome at the end of each phase.
 
 Per setup: total time, p50/p99 time to ready, failures and their first messages, hub CPU ms per
-spawn (/proc/<hub>/stat utime+stime over the burst, children excluded), the hub's peak RSS
-(VmHWM), the sandbox's CPU and API writes per spawn (each reaches the hub's watches), the time
-for all to stop, and what is left once the hub has no server: pods (from the API), the
+spawn (/proc/<hub>/stat utime+stime over the burst, children excluded) and the part of it spent
+collecting garbage (a probe loaded into the hub, load_hub.GC_PROBE), the hub's peak RSS
+(VmHWM), the sandbox's CPU and API writes per spawn (each reaches the hub's watches), the CPU of
+every container process per spawn, start to stop (the sandbox's cutime+cstime), the time for
+all to stop, and what is left once the hub has no server: pods (from the API), the
 sandbox's container processes, mounts under the run's directory, servers in the hub. Then the
 ratios to KubeSpawner, and one machine-readable line per setup (leftover -1: not counted, the
 setup did not get that far):
