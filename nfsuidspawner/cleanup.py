@@ -1,4 +1,5 @@
-"""Deleting the lab pods that a start did not mean to keep, by uid, for a bounded time.
+"""Deleting the lab pods that a start did not mean to keep, by uid, for a bounded time, and
+never another server's pod.
 
 The API server may carry out a pod create that KubeSpawner gave up waiting for: the pod then
 appears after the start failed (the hub deletes only the pods its poll sees), or in the way
@@ -20,6 +21,20 @@ from kubernetes_asyncio.client.rest import ApiException
 
 Pod = Callable[[], dict[str, Any] | None]
 Delete = Callable[[str], Awaitable[None]]
+
+# What KubeSpawner writes on every pod it makes (_build_common_annotations): the names
+# themselves, where its labels hold slugs that two names can share.
+OWNER_ANNOTATIONS = ("hub.jupyter.org/username", "hub.jupyter.org/servername")
+
+
+def foreign(pod: dict[str, Any] | None, user: str, server: str) -> bool:
+    """Whether `pod` is there and its annotations do not say it is the pod of `user`'s server
+    `server` ("" for the default one); a pod without them is foreign too. Such a pod has the
+    name because pod_name_template gives two servers one name: the spawner never deletes
+    it, and never takes it for its server's lab (its address, its identity)."""
+    annotations = ((pod or {}).get("metadata") or {}).get("annotations") or {}
+    owner = tuple(annotations.get(key) or "" for key in OWNER_ANNOTATIONS)
+    return pod is not None and owner != (user, server or "")
 
 
 async def delete_pod(api: Any, namespace: str, name: str, uid: str, timeout: float) -> None:

@@ -87,6 +87,17 @@ def pod_not_gone(user: str, pod: str, seconds: float) -> str:
     )
 
 
+def name_taken(user: str, pod: str) -> str:
+    """The line for a start whose pod name another server's pod has (cleanup.foreign). It
+    does not say whose: that is in the hub's log."""
+    return (
+        f"nfsuid: user {user}: pod {pod} belongs to another server (of this user or another),"
+        " and the hub never deletes or uses another server's pod. Fix: an admin makes"
+        " c.KubeSpawner.pod_name_template give every user and server a pod name of its own,"
+        " as its default, jupyter-{user_server}, does"
+    )
+
+
 def timed_out(message: str) -> TimeoutError:
     """A TimeoutError (JupyterHub handles it as a start that timed out) that says `message`."""
     error = TimeoutError(message)

@@ -22,7 +22,7 @@ from .groups import Groups, check_groups
 from .identity import Identity, check_expected_owner, check_ids, home_dir, refusal, unix_name
 from .options import NFSUIDOptions
 from .sources import owner_on_hub_mount, supplementary_groups
-from .storage import ensure_share
+from .storage import ensure_configured_share
 
 # What a lab of the initcontainer source runs as root, before start.sh switches users.
 ADMIN_ONLY = ("image", "cmd", "args", "lifecycle_hooks", "extra_container_config")
@@ -252,21 +252,7 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
         try:
             async with bound:
                 if self.nfs_storage == "ensure-pv":
-                    await ensure_share(
-                        self.api,
-                        manifests.persistent_volume(
-                            self.nfs_pv_name,
-                            self.nfs_server,
-                            self.nfs_export_path,
-                            self.nfs_mount_options,
-                            self.nfs_capacity,
-                            self.namespace,
-                            self.nfs_pvc_name,
-                        ),
-                        manifests.persistent_volume_claim(
-                            self.nfs_pvc_name, self.namespace, self.nfs_pv_name, self.nfs_capacity
-                        ),
-                    )
+                    await ensure_configured_share(self.api, self)
                 url = await super().start()
         except NFSUIDError as refused:
             self._note(str(refused))
@@ -302,6 +288,13 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
             _creating.reset(creating)
 
     async def stop(self, now: bool = False) -> None:
+        await self._start_watching_pods()
+        if theirs := self._reflected_pod(foreign=True):  # never deleted: see cleanup.foreign
+            message = failures.name_taken(self.user.name, f"{self.namespace}/{self.pod_name}")
+            self.log.warning("%s: %s", message, theirs["metadata"].get("annotations"))
+            if _creating.get():
+                raise NFSUIDError(message)
+            return None
         if not _creating.get():
             return await super().stop(now)
         # KubeSpawner's answer to a 409 Conflict, by uid and bounded: see cleanup.clear_the_way.
@@ -353,9 +346,11 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
             return self._get_pod_url(pod)
         return await super().get_url()
 
-    def _reflected_pod(self) -> dict | None:
+    def _reflected_pod(self, foreign: bool = False) -> dict | None:
+        """The pod that has the name if it is this server's (else another's, if `foreign`)."""
         reflector = self.pod_reflector
-        return reflector.pods.get(f"{self.namespace}/{self.pod_name}") if reflector else None
+        pod = reflector.pods.get(f"{self.namespace}/{self.pod_name}") if reflector else None
+        return pod if cleanup.foreign(pod, self.user.name, self.name) == foreign else None
 
     def _check_image(self) -> str:
         """The identity check runs in the lab's image only if the admin chose that image:
@@ -373,6 +368,9 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
         return bool(found)
 
     async def poll(self) -> int | None:
+        await self._start_watching_pods()
+        if self._reflected_pod(foreign=True):  # not this server's lab: see cleanup.foreign
+            return 1
         exit_code = await super().poll()
         # JupyterHub saves the state only when a start returns and when a server stops.
         if exit_code is None and not self._watching_init and self._record_identity():

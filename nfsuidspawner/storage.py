@@ -10,6 +10,7 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from .errors import NFSUIDError
 from .inject import as_dict
+from .manifests import persistent_volume, persistent_volume_claim
 
 PV_RULE = '{apiGroups: [""], resources: ["persistentvolumes"], verbs: ["get", "create"]}'
 
@@ -89,4 +90,17 @@ async def ensure_share(api: CoreV1Api, pv: dict, pvc: dict) -> None:
         _pvc_fields,
         pvc,
         f"grant the hub's ServiceAccount create on persistentvolumeclaims in {namespace}",
+    )
+
+
+async def ensure_configured_share(api: CoreV1Api, options: Any) -> None:
+    """ensure_share for the PersistentVolume and claim of the spawner's settings (`options`):
+    nfs_pv_name, nfs_pvc_name, nfs_server, nfs_export_path, nfs_mount_options, nfs_capacity
+    and namespace."""
+    pv, pvc, capacity = options.nfs_pv_name, options.nfs_pvc_name, options.nfs_capacity
+    server, export, mount = options.nfs_server, options.nfs_export_path, options.nfs_mount_options
+    await ensure_share(
+        api,
+        persistent_volume(pv, server, export, mount, capacity, options.namespace, pvc),
+        persistent_volume_claim(pvc, options.namespace, pv, capacity),
     )
