@@ -22,6 +22,9 @@ from nfsuidspawner import Identity, NFSUIDSpawner
 
 from . import hung_mount
 
+# The stand-ins of the start fault tests: test_start_failures, test_adoption, test_other_servers_pods.
+pytest_plugins = ("tests.start_stand_ins",)
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(

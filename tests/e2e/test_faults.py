@@ -22,8 +22,9 @@ The module has a sandbox and a share of its own, so that its faults and restarts
 another module's hub. Each scenario has users of its own, so that what one leaves running for a
 while (a failed start deletes its late pods for half a minute) never meets another's starts.
 The labs are a tiny HTTP server started through the image's start.sh, so a burst costs little
-more than the spawns themselves. tests/test_start_faults.py has the fast tests of the same
-handling, with stand-ins for KubeSpawner and the API server.
+more than the spawns themselves. tests/test_start_failures.py, test_adoption.py and
+test_other_servers_pods.py have the fast tests of the same handling, with stand-ins for
+KubeSpawner and the API server.
 """
 
 from __future__ import annotations
