@@ -54,7 +54,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from jupyterhub import __version__ as HUB_VERSION
 from load_hub import GC_PROBE, HubApi, hub_gc
 from load_machine import (
     NAMESPACE,
@@ -72,29 +71,12 @@ from load_machine import (
 from load_report import Outcome, Result, report, report_setup
 
 sys.path.insert(0, str(REPO))
-from nfsuidspawner.sandbox.hub import HubProcess, HubSettings, free_port
+from nfsuidspawner.sandbox.hub import HubProcess, HubSettings, free_port, tiny_lab_command
 
 SETUPS = ("KubeSpawner", "initcontainer", "hub")
 FIRST_UID = 10000
 # Time allowed past --deadline to stop the servers, count what is left and clean up.
 CLEANUP_BUDGET = 180.0
-
-# The lab: answers 200 where the hub looks for it, with the version header a real lab sends
-# (without it the hub logs a warning per spawn). The sandbox puts the pod's IP in
-# JUPYTERHUB_SERVICE_URL in place of KubeSpawner's 0.0.0.0.
-LAB = f"""\
-import http.server, os, urllib.parse
-url = urllib.parse.urlsplit(os.environ["JUPYTERHUB_SERVICE_URL"])
-class Lab(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("X-JupyterHub-Version", "{HUB_VERSION}")
-        self.end_headers()
-    def log_message(self, *args):
-        pass
-http.server.HTTPServer((url.hostname, url.port), Lab).serve_forever()
-"""
-
 
 # --- one setup ----------------------------------------------------------------------------
 
@@ -112,7 +94,7 @@ def hub_config(args: argparse.Namespace, setup: str, gc_file: Path) -> str:
         f"c.JupyterHub.tornado_settings = {slow!r}",
         f"c.KubeSpawner.start_timeout = {args.start_timeout}",
         f"c.KubeSpawner.http_timeout = {args.http_timeout}",
-        f"c.KubeSpawner.cmd = {['python3', '-c', LAB]!r}",
+        f"c.KubeSpawner.cmd = {tiny_lab_command()!r}",
         GC_PROBE,
         f"_bench_gc_probe({str(gc_file)!r})",
     ]

@@ -19,9 +19,33 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jupyterhub import __version__ as HUB_VERSION
+
 CONFIG = Path(__file__).with_name("jupyterhub_config.py")
 PR_SET_PDEATHSIG = 1
 DEFAULT_IMAGE = "quay.io/jupyter/base-notebook:2025-12-31"
+
+
+def tiny_lab_command(slow_users: tuple[str, ...] = (), startup: float = 0) -> list[str]:
+    """A lab that costs next to nothing: an HTTP server answering 200 at the address the hub
+    looks for, with the version header a real single-user server sends (without it the hub
+    logs a warning per spawn). The sandbox puts the pod's IP in JUPYTERHUB_SERVICE_URL in place
+    of KubeSpawner's 0.0.0.0. The labs of `slow_users` wait `startup` s before they listen, as
+    a real lab takes seconds to start."""
+    source = f"""
+import http.server, os, time, urllib.parse
+where = urllib.parse.urlsplit(os.environ["JUPYTERHUB_SERVICE_URL"])
+time.sleep({startup} if os.environ["JUPYTERHUB_USER"] in {list(slow_users)!r} else 0)
+class Answer(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("X-JupyterHub-Version", "{HUB_VERSION}")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer((where.hostname, where.port), Answer).serve_forever()
+"""
+    return ["python3", "-c", source]
 
 
 def free_port() -> int:

@@ -43,7 +43,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from jupyterhub import __version__ as HUB_VERSION
+
+from nfsuidspawner.sandbox.hub import tiny_lab_command
 
 from .. import hung_mount
 from ..conftest import make_homes
@@ -69,26 +70,12 @@ HUNG = "hung"  # its directory is a mount that never answers, in one test
 # (3 s + 30 s by default), and some slack for a loaded machine.
 REAP_WINDOW = 33 + 25
 
-# The lab: answers 200 at the address the hub looks for, with the version header a real
-# single-user server sends. Started by the image's start.sh, as the lab's command would be.
-# The labs of the bursts of 50 (F) take LAB_STARTUP seconds to listen, as a real lab takes
-# seconds to start: a hub that restarts mid-burst finds pods running but not ready.
+# The labs are the sandbox's tiny lab. Those of the bursts of 50 (F) take LAB_STARTUP seconds
+# to listen, as a real lab takes seconds to start: a hub that restarts mid-burst finds pods
+# running but not ready.
 LAB_STARTUP = 10
-TINY_LAB = f"""
-import http.server, os, time, urllib.parse
-where = urllib.parse.urlsplit(os.environ["JUPYTERHUB_SERVICE_URL"])
-time.sleep({LAB_STARTUP} if os.environ["JUPYTERHUB_USER"] in {F!r} else 0)
-class Answer(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("X-JupyterHub-Version", "{HUB_VERSION}")
-        self.end_headers()
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer((where.hostname, where.port), Answer).serve_forever()
-"""
 LAB_SETTINGS = {
-    "cmd": ["python3", "-c", TINY_LAB],
+    "cmd": tiny_lab_command(tuple(F), LAB_STARTUP),
     "poll_interval": 2,  # an evicted lab is seen stopped within seconds
     "delete_grace_period": 1,
     # A lab that does not answer is given up on in 30 s rather than the sandbox hub's 60 (the
