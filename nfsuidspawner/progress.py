@@ -10,10 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from typing import Any
 
 Event = dict[str, Any]
+
+
+def pod_events(events: Iterable[Event], pod_name: str, after: str | None) -> list[Event]:
+    """What KubeSpawner's `events` gives: the Kubernetes events about pods named `pod_name`,
+    oldest first, after the one whose uid is `after` (the newest before this start).
+
+    KubeSpawner sorts every event of the namespace on each call: twice a start, and once a
+    second for each spawn page that is open. A burst fills the namespace with events (each
+    pod here brings three more, its initContainer's), so this picks the pod's first and
+    sorts only those. The sort is stable, so events of the same time keep KubeSpawner's order.
+    """
+    mine = [e for e in events if e["involvedObject"]["name"] == pod_name]
+    mine.sort(key=lambda e: e["lastTimestamp"] or e["eventTime"])
+    for i in range(len(mine) - 1, -1, -1):
+        if mine[i]["metadata"]["uid"] == after:
+            return mine[i + 1 :]
+    return mine
 
 
 async def merged(

@@ -194,6 +194,13 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
             self._notes.append(message)
             self._noted.set()
 
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        reflector = self.event_reflector
+        if not reflector:
+            return []
+        return progress.pod_events(reflector.resources.values(), self.pod_name, self._last_event)
+
     def progress(self) -> AsyncGenerator[dict[str, Any], None]:
         events = aiter(super().progress())
         return progress.merged(events, self._notes, self._noted, lambda: self._started)

@@ -6,6 +6,7 @@ on disk, and alice's spawner on it (a pytest plugin, loaded by tests/conftest.py
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -18,6 +19,7 @@ from jupyterhub.utils import utcnow
 from kubernetes_asyncio.client import V1ObjectMeta, V1Pod
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
+from kubespawner.spawner import EventReflector
 
 from nfsuidspawner import NFSUIDSpawner
 
@@ -131,15 +133,36 @@ INIT_DONE = {"name": "nfsuid-identity", "state": {"terminated": {"exitCode": 0}}
 
 
 class Events:
-    """What KubeSpawner's event reflector holds: events, oldest first."""
+    """What KubeSpawner's event reflector holds: events by "namespace/name", and its `events`,
+    all of them oldest first."""
 
-    def __init__(self, *events: dict[str, Any]) -> None:
-        self.events = list(events)
+    events = EventReflector.events
+
+    def __init__(self) -> None:
+        self.resources: dict[str, dict[str, Any]] = {}
+
+    def add(self, *events: dict[str, Any]) -> None:
+        for e in events:
+            self.resources[f"jupyter-system/{e['metadata']['name']}"] = e
 
 
-def event(uid: str, reason: str, message: str) -> dict[str, Any]:
-    involved = {"kind": "Pod", "name": "jupyter-alice", "uid": uid}
-    return {"involvedObject": involved, "reason": reason, "message": message}
+_event_times = itertools.count()
+
+
+def event(
+    pod_uid: str, reason: str, message: str, pod: str = "jupyter-alice", when: str | None = None
+) -> dict[str, Any]:
+    """An event about pod `pod` (its uid `pod_uid`), later than those made before it unless
+    `when` (its lastTimestamp) says otherwise."""
+    n = next(_event_times)
+    return {
+        "metadata": {"name": f"{pod}.{n}", "uid": f"event-{n}"},
+        "involvedObject": {"kind": "Pod", "name": pod, "uid": pod_uid},
+        "reason": reason,
+        "message": message,
+        "lastTimestamp": when or f"2026-11-29T09:{n // 60 % 60:02d}:{n % 60:02d}Z",
+        "eventTime": None,
+    }
 
 
 @pytest.fixture

@@ -10,15 +10,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from jupyterhub.utils import iterate_until
 from kubespawner import KubeSpawner
 
-from nfsuidspawner import NFSUIDError
+from nfsuidspawner import NFSUIDError, NFSUIDSpawner
 
 from .conftest import source_config
+from .start_stand_ins import Events, event
 
 CHECKING = "nfsuid: checking /data/hpc/home/{0}, the directory of {0}"
 RUNS_AS = "nfsuid: alice runs as 2001:3001, the owner of /data/hpc/home/alice"
@@ -125,3 +127,29 @@ async def test_hub_source_refusal_is_shown_with_its_reason(spawn, hub_share: Pat
     assert isinstance(outcome, NFSUIDError)
     assert "/data/hpc/home/carol is owned by uid 0 (root). Fix: " in str(outcome)
     assert notes(messages) == [CHECKING.format("carol"), str(outcome)]
+
+
+def test_a_pods_events_are_kubespawners_though_only_its_own_are_sorted() -> None:
+    # Out of order, ties (kept in the store's order), eventTime for lastTimestamp, two pods.
+    reflector = Events()
+    reflector.add(
+        a3 := event("p", "Started", "", when="2026-11-29T09:00:03Z"),
+        event("q", "Pulled", "", pod="jupyter-bob", when="2026-11-29T09:00:01Z"),
+        a1 := event("p", "Scheduled", "", when="2026-11-29T09:00:01Z"),
+        a2 := event("p", "Created", "")
+        | {"lastTimestamp": None, "eventTime": "2026-11-29T09:00:02.5Z"},
+        a1b := event("p", "Pulled", "", when="2026-11-29T09:00:01Z"),
+        event("q", "Scheduled", "", pod="jupyter-bob", when="2026-11-29T09:00:00Z"),
+        a4 := event("p", "Killing", "", when="2026-11-29T09:00:04Z"),
+    )
+    uids = [e["metadata"]["uid"] for e in reflector.resources.values()]
+
+    for pod in ("jupyter-alice", "jupyter-bob", "jupyter-carol"):
+        for last in (None, *uids, "gone"):
+            spawner = SimpleNamespace(event_reflector=reflector, pod_name=pod, _last_event=last)
+            ours = NFSUIDSpawner.events.fget(spawner)
+            assert ours == KubeSpawner.events.fget(spawner), (pod, last)
+    alice = SimpleNamespace(
+        event_reflector=reflector, pod_name="jupyter-alice", _last_event=a1["metadata"]["uid"]
+    )
+    assert NFSUIDSpawner.events.fget(alice) == [a1b, a2, a3, a4]

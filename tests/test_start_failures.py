@@ -294,11 +294,11 @@ async def test_a_start_not_ready_within_start_timeout_says_what_it_waits_for(
     waits for and the fix. The failed start's pod is deleted once the hub lets go."""
     api = Api(reflector, POD)
     reflector.pods[POD] = pending_pod(initContainerStatuses=[IDENTITY_RUNNING])
-    events.events += [
+    events.add(
         event("earlier", "Killing", "an earlier pod of that name"),
         event("pending", "Pulled", "Container image already present on machine"),
         event("pending", "Started", "Started container nfsuid-identity"),
-    ]
+    )
     spawner = hub_spawner({"start_timeout": 2}, api=api)
 
     async def kube_start(self: KubeSpawner) -> str:
