@@ -16,16 +16,29 @@ from typing import Any
 Event = dict[str, Any]
 
 
-def pod_events(events: Iterable[Event], pod_name: str, after: str | None) -> list[Event]:
-    """What KubeSpawner's `events` gives: the Kubernetes events about pods named `pod_name`,
-    oldest first, after the one whose uid is `after` (the newest before this start).
+def pod_events(
+    events: Iterable[Event], namespace: str, pod_name: str, after: str | None
+) -> list[Event]:
+    """KubeSpawner's `events`, but only this pod's: the Kubernetes events about the pod
+    `namespace`/`pod_name`, oldest first, after the one whose uid is `after` (the newest
+    before this start).
 
-    KubeSpawner sorts every event of the namespace on each call: twice a start, and once a
+    KubeSpawner matches the pod's name only. With `enable_user_namespaces` its reflector
+    watches every namespace, and a `pod_name_template` without the username (`jupyter`, one
+    pod per user namespace) would show every user the events of the others' pods, which can
+    name their paths. So the namespace must match too.
+
+    KubeSpawner also sorts every event it holds on each call: twice a start, and once a
     second for each spawn page that is open. A burst fills the namespace with events (each
     pod here brings three more, its initContainer's), so this picks the pod's first and
-    sorts only those. The sort is stable, so events of the same time keep KubeSpawner's order.
+    sorts only those. The sort is stable: events of the same time keep KubeSpawner's order.
     """
-    mine = [e for e in events if e["involvedObject"]["name"] == pod_name]
+    mine = [
+        e
+        for e in events
+        if (about := e.get("involvedObject") or {}).get("name") == pod_name
+        and about.get("namespace") == namespace
+    ]
     mine.sort(key=lambda e: e["lastTimestamp"] or e["eventTime"])
     for i in range(len(mine) - 1, -1, -1):
         if mine[i]["metadata"]["uid"] == after:

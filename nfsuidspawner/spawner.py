@@ -199,7 +199,8 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
         reflector = self.event_reflector
         if not reflector:
             return []
-        return progress.pod_events(reflector.resources.values(), self.pod_name, self._last_event)
+        resources = reflector.resources.values()
+        return progress.pod_events(resources, self.namespace, self.pod_name, self._last_event)
 
     def progress(self) -> AsyncGenerator[dict[str, Any], None]:
         events = aiter(super().progress())

@@ -143,21 +143,26 @@ class Events:
 
     def add(self, *events: dict[str, Any]) -> None:
         for e in events:
-            self.resources[f"jupyter-system/{e['metadata']['name']}"] = e
+            self.resources[f"{e['metadata']['namespace']}/{e['metadata']['name']}"] = e
 
 
 _event_times = itertools.count()
 
 
 def event(
-    pod_uid: str, reason: str, message: str, pod: str = "jupyter-alice", when: str | None = None
+    pod_uid: str,
+    reason: str,
+    message: str,
+    pod: str = "jupyter-alice",
+    when: str | None = None,
+    namespace: str = "jupyter-system",
 ) -> dict[str, Any]:
-    """An event about pod `pod` (its uid `pod_uid`), later than those made before it unless
-    `when` (its lastTimestamp) says otherwise."""
+    """An event about pod `namespace`/`pod` (its uid `pod_uid`), later than those made before
+    it unless `when` (its lastTimestamp) says otherwise."""
     n = next(_event_times)
     return {
-        "metadata": {"name": f"{pod}.{n}", "uid": f"event-{n}"},
-        "involvedObject": {"kind": "Pod", "name": pod, "uid": pod_uid},
+        "metadata": {"name": f"{pod}.{n}", "namespace": namespace, "uid": f"event-{n}"},
+        "involvedObject": {"kind": "Pod", "namespace": namespace, "name": pod, "uid": pod_uid},
         "reason": reason,
         "message": message,
         "lastTimestamp": when or f"2026-11-29T09:{n // 60 % 60:02d}:{n % 60:02d}Z",

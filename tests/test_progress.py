@@ -129,8 +129,15 @@ async def test_hub_source_refusal_is_shown_with_its_reason(spawn, hub_share: Pat
     assert notes(messages) == [CHECKING.format("carol"), str(outcome)]
 
 
+def alices_page(reflector: Events, last: str | None = None, pod: str = "jupyter-alice") -> Any:
+    """What reads the events of alice's pod: her spawner, as KubeSpawner's `events` sees it."""
+    return SimpleNamespace(
+        event_reflector=reflector, namespace="jupyter-system", pod_name=pod, _last_event=last
+    )
+
+
 def test_a_pods_events_are_kubespawners_though_only_its_own_are_sorted() -> None:
-    # Out of order, ties (kept in the store's order), eventTime for lastTimestamp, two pods.
+    tied = event("p", "Pulled", "", when="2026-11-29T09:00:01Z")  # made first, stored later
     reflector = Events()
     reflector.add(
         a3 := event("p", "Started", "", when="2026-11-29T09:00:03Z"),
@@ -138,18 +145,31 @@ def test_a_pods_events_are_kubespawners_though_only_its_own_are_sorted() -> None
         a1 := event("p", "Scheduled", "", when="2026-11-29T09:00:01Z"),
         a2 := event("p", "Created", "")
         | {"lastTimestamp": None, "eventTime": "2026-11-29T09:00:02.5Z"},
-        a1b := event("p", "Pulled", "", when="2026-11-29T09:00:01Z"),
+        tied,
+        a5 := event("p", "Killing", "", when="2026-11-29T09:00:05Z")
+        | {"eventTime": "2026-11-29T09:00:00.5Z"},  # lastTimestamp wins
         event("q", "Scheduled", "", pod="jupyter-bob", when="2026-11-29T09:00:00Z"),
-        a4 := event("p", "Killing", "", when="2026-11-29T09:00:04Z"),
+        event("r", "Scheduled", "", pod="jupyter-alice--x", when="2026-11-29T09:00:00Z"),
+        event("s", "Scheduled", "", pod="jupyter-alic", when="2026-11-29T09:00:00Z"),
+        a4 := event("p", "Pulled", "", when="2026-11-29T09:00:04Z"),
     )
     uids = [e["metadata"]["uid"] for e in reflector.resources.values()]
 
-    for pod in ("jupyter-alice", "jupyter-bob", "jupyter-carol"):
+    for pod in ("jupyter-alice", "jupyter-bob", "jupyter-alice--x", "jupyter-carol"):
         for last in (None, *uids, "gone"):
-            spawner = SimpleNamespace(event_reflector=reflector, pod_name=pod, _last_event=last)
-            ours = NFSUIDSpawner.events.fget(spawner)
-            assert ours == KubeSpawner.events.fget(spawner), (pod, last)
-    alice = SimpleNamespace(
-        event_reflector=reflector, pod_name="jupyter-alice", _last_event=a1["metadata"]["uid"]
-    )
-    assert NFSUIDSpawner.events.fget(alice) == [a1b, a2, a3, a4]
+            page = alices_page(reflector, last, pod)
+            assert NFSUIDSpawner.events.fget(page) == KubeSpawner.events.fget(page), (pod, last)
+    page = alices_page(reflector, last=a1["metadata"]["uid"])
+    assert NFSUIDSpawner.events.fget(page) == [tied, a2, a3, a4, a5]
+
+
+def test_a_spawn_page_shows_no_event_of_a_same_named_pod_in_another_namespace() -> None:
+    """With enable_user_namespaces, KubeSpawner's reflector watches every namespace, and a
+    pod_name_template such as `jupyter` gives every user's pod one name."""
+    reflector = Events()
+    alices = event("p", "FailedMount", "mount of /export/home/alice failed")
+    bobs = event("q", "FailedMount", "mount of /export/home/bob failed", namespace="user-bob")
+    reflector.add(alices, bobs)
+
+    assert NFSUIDSpawner.events.fget(alices_page(reflector)) == [alices]
+    assert KubeSpawner.events.fget(alices_page(reflector)) == [alices, bobs]  # the reason
