@@ -68,6 +68,7 @@ class Kubelet:
         backoff_initial: float = 1.0,
         backoff_max: float = 10.0,
         probe_interval: float = 0.2,
+        relist_period: float = 1.0,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.token = token
@@ -80,6 +81,7 @@ class Kubelet:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.probe_interval = probe_interval
+        self.relist_period = relist_period
         self._client = ApiClient(self.api_url, token)
         self.volumes = Volumes(self.exports, self.api)
         self._pods: dict[str, Pod] = {}

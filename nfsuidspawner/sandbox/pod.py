@@ -4,7 +4,9 @@
 then its containers, each through the shim (:mod:`.shim`, run as a script on the config from
 :mod:`.runtime`), restarts them with back-off per restartPolicy, probes the ports of a
 container for readiness, and stops them: SIGTERM, then SIGKILL after the grace period, then the
-final DELETE with gracePeriodSeconds=0. What it reports on the way is :class:`.podstatus.PodReport`.
+final DELETE with gracePeriodSeconds=0. What it reports on the way is :class:`.podstatus.PodReport`,
+as often as a kubelet does: an init container that ends before the next relist of containers
+is never reported running, and its end and the pod's initialization are one status.
 """
 
 from __future__ import annotations
@@ -69,10 +71,6 @@ class Pod(PodReport):
                     m.state = {"waiting": {"reason": "PodInitializing"}}
                 await self.push()
                 return
-        self.initialized = True
-        for c in self.mains:
-            c.state = {"waiting": {"reason": "ContainerCreating"}}
-        await self.push()
         codes = await asyncio.gather(*(self._run_main(c) for c in self.mains))
         self.final_phase = "Succeeded" if all(code == 0 for code in codes) else "Failed"
         await self.push()
@@ -170,11 +168,17 @@ class Pod(PodReport):
         c.started = not c.init
         ports = [p["containerPort"] for p in c.spec.get("ports") or [] if p.get("containerPort")]
         c.ready = not c.init and not ports
-        await self.push()
+        exited = asyncio.ensure_future(c.proc.wait())
+        # The kubelet records the Started event at once, but sees the container run only at
+        # its next relist of the runtime's containers (the generic PLEG, each second): an init
+        # container that ends sooner is only ever reported terminated. A lab's start is
+        # reported at once, a little early.
         await self.event("Started", f"Started container {c.name}", c=c)
+        if not c.init or not await _ends_within(exited, self.k.relist_period):
+            await self.push()
         probe = asyncio.create_task(self._probe(c, ports[0])) if ports and not c.init else None
         try:
-            code = await c.proc.wait()
+            code = await exited
         finally:
             if probe:
                 probe.cancel()
@@ -197,6 +201,10 @@ class Pod(PodReport):
             if message:
                 terminated["message"] = message
         c.state = {"terminated": terminated}
+        if c.init and all(i.succeeded for i in self.inits):
+            # The kubelet's next sync reports it and starts the containers; until they run,
+            # they are waiting in PodInitializing, as they have been since the pod began.
+            self.initialized = True
         await self.push()
         return terminated["exitCode"]
 
@@ -271,6 +279,12 @@ class Pod(PodReport):
     def cleanup(self) -> None:
         """Remove the pod's private directories (emptyDirs, container roots). Never the exports."""
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+async def _ends_within(exited: asyncio.Future, seconds: float) -> bool:
+    """Whether `exited` is done within `seconds` (it goes on either way)."""
+    await asyncio.wait([exited], timeout=seconds)
+    return exited.done()
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -54,6 +54,10 @@ class Container:
         return self.spec["name"]
 
     @property
+    def succeeded(self) -> bool:
+        return (self.state.get("terminated") or {}).get("exitCode") == 0
+
+    @property
     def field_path(self) -> str:
         return f"spec.{'initContainers' if self.init else 'containers'}{{{self.name}}}"
 
@@ -119,8 +123,7 @@ class PodReport:
     def status(self) -> Obj:
         phase = self.phase()
         unready = [c.name for c in self.mains if not c.ready]
-        uninit = [c.name for c in self.inits if "terminated" not in c.state
-                  or c.state["terminated"].get("exitCode") != 0]  # fmt: skip
+        uninit = [c.name for c in self.inits if not c.succeeded]
         done_reason = "PodCompleted" if phase in ("Succeeded", "Failed") else "ContainersNotReady"
         ready_msg = (
             ""

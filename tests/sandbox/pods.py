@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import time
@@ -84,6 +85,25 @@ class Cluster:
 
     async def finished(self, name: str) -> Obj:
         return await self.wait(name, lambda p: p["status"].get("phase") in ("Succeeded", "Failed"))
+
+    async def statuses(
+        self, created: Obj, until: Callable[[Obj], bool], timeout: float = 15
+    ) -> list[Obj]:
+        """Every status the pod `created` was given, in order, up to the first of a version
+        for which `until` holds (from a watch since its creation)."""
+        name, since = created["metadata"]["name"], created["metadata"]["resourceVersion"]
+        params = {"watch": "true", "resourceVersion": since, "timeoutSeconds": str(int(timeout))}
+        seen: list[Obj] = []
+        async with self.session.get(
+            f"{self.server.url}/api/v1/namespaces/{NS}/pods", params=params
+        ) as r:
+            async for line in r.content:
+                pod = json.loads(line)["object"]
+                if pod["metadata"]["name"] == name:
+                    seen.append(pod["status"])
+                    if until(pod):
+                        return seen
+        raise AssertionError(f"timed out; statuses: {seen}\n{await self.explain(name)}")
 
     async def events(self, name: str) -> list[Obj]:
         events = [e for e in self.server.objects("events") if e["involvedObject"]["name"] == name]

@@ -19,6 +19,7 @@ from .pods import (
     NS,
     TOKEN,
     Cluster,
+    Obj,
     mounts_under,
     needs_root,
     nfs_volume,
@@ -167,6 +168,40 @@ async def test_init_containers_run_in_order_before_the_main_container(cluster: C
     assert cluster.log("order").split() == ["one", "two"]
     assert [s["state"]["terminated"]["reason"] for s in pod["status"]["initContainerStatuses"]] == [
         "Completed", "Completed"]  # fmt: skip
+
+
+def init_states(statuses: list[Obj]) -> list[Obj]:
+    return [s["initContainerStatuses"][0]["state"] for s in statuses]
+
+
+async def test_an_init_container_that_ends_between_relists_is_only_reported_ended(
+    cluster: Cluster,
+) -> None:
+    """A kubelet sees containers run at its relist (the generic PLEG, each second). In the sync
+    that sees an init container's end it reports it, with the pod Initialized and the lab still
+    waiting in PodInitializing, then starts the lab: one status, not three."""
+    cluster.kubelet.relist_period = 10  # the init container surely ends within it
+    created = await cluster.create("quick", [sh("exit 0")], init=[sh("true", name="i")])
+
+    statuses = await cluster.statuses(created, lambda p: p["status"]["phase"] == "Succeeded")
+
+    assert not [s for s in init_states(statuses) if "running" in s]
+    ended = next(s for s in statuses if "terminated" in s["initContainerStatuses"][0]["state"])
+    assert {c["type"]: c["status"] for c in ended["conditions"]}["Initialized"] == "True"
+    waits = [s["containerStatuses"][0]["state"].get("waiting") for s in statuses]
+    assert {"reason": "ContainerCreating"} not in waits
+    assert ended["containerStatuses"][0]["state"] == {"waiting": {"reason": "PodInitializing"}}
+
+
+async def test_an_init_container_still_running_at_a_relist_is_reported_running(
+    cluster: Cluster,
+) -> None:
+    cluster.kubelet.relist_period = 0.2
+    created = await cluster.create("slow", [sh("exit 0")], init=[sh("sleep 1", name="i")])
+
+    statuses = await cluster.statuses(created, lambda p: p["status"]["phase"] == "Succeeded")
+
+    assert [s for s in init_states(statuses) if "running" in s]
 
 
 async def test_failed_init_container_reports_its_termination_message(cluster: Cluster) -> None:
