@@ -13,7 +13,18 @@ import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from typing import Any
 
+from .identity import Identity
+from .manifests import Layout
+
 Event = dict[str, Any]
+
+
+def runs_as(layout: Layout, identity: Identity) -> str:
+    """The note that says whom the lab runs as."""
+    return (
+        f"nfsuid: {layout.user} runs as {identity.uid}:{identity.gid},"
+        f" the owner of {layout.share_path}"
+    )
 
 
 def pod_events(

@@ -30,13 +30,6 @@ ADMIN_ONLY = ("image", "cmd", "args", "lifecycle_hooks", "extra_container_config
 _creating: ContextVar[bool] = ContextVar("nfsuid_creating", default=False)
 
 
-def _runs_as(layout: manifests.Layout, identity: Identity) -> str:
-    return (
-        f"nfsuid: {layout.user} runs as {identity.uid}:{identity.gid},"
-        f" the owner of {layout.share_path}"
-    )
-
-
 class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
     """Run each lab as the uid/gid that owns the user's directory on an NFS share.
 
@@ -50,6 +43,7 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
     # Kept on the class: after a failed start JupyterHub makes a new Spawner object.
     _starts: ClassVar[dict[str, int]] = {}
     _watching_init = False
+    _read: dict | None = None  # the version of the pod is_pod_running last read
     _reaper: asyncio.Future | None = None
     # This start, as start() returned it: progress() reports until it ends.
     _started: asyncio.Future | None = None
@@ -212,7 +206,7 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
         identity = await self._known_identity(layout)
         if identity and (self.identity_source == "hub" or self.hub_share_path):
             # Its owner on the hub's mount; otherwise the pod confirms it (is_pod_running).
-            self._note(_runs_as(layout, identity))
+            self._note(progress.runs_as(layout, identity))
         groups, owner = await self._groups(layout, identity)
         layout = dataclasses.replace(layout, groups=groups.granted, expect_uid=owner)
         if identity is None:
@@ -255,7 +249,7 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
         self._check_config()
         key = f"{self.namespace}/{self.pod_name}"
         start = self._starts[key] = self._starts.get(key, 0) + 1
-        self._watching_init = True
+        self._watching_init, self._read = True, None
         bound = asyncio.timeout_at(deadline)
         try:
             async with bound:
@@ -319,12 +313,13 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
 
     def is_pod_running(self, pod: dict | None) -> bool:
         # KubeSpawner polls this while it waits for the pod; a refusal ends the wait at once.
-        reason = status.init_failure(pod) if self._watching_init else None
-        if reason:
-            raise NFSUIDError(failures.refused(self.user.name, reason))
-        found = status.resolved_identity(pod) if self._watching_init else None
-        if found:
-            self._note(_runs_as(self._layout(), Identity(*found)))
+        # Its reflector holds a new dict for each version of the pod: each is read once.
+        if self._watching_init and pod is not self._read:
+            self._read = pod
+            if reason := status.init_failure(pod):
+                raise NFSUIDError(failures.refused(self.user.name, reason))
+            if found := status.resolved_identity(pod):
+                self._note(progress.runs_as(self._layout(), Identity(*found)))
         return super().is_pod_running(pod)
 
     async def _reap_leftover_pod(self, key: str, start: int) -> None:

@@ -17,7 +17,7 @@ import pytest
 from jupyterhub.utils import iterate_until
 from kubespawner import KubeSpawner
 
-from nfsuidspawner import NFSUIDError, NFSUIDSpawner
+from nfsuidspawner import NFSUIDError, NFSUIDSpawner, status
 
 from .conftest import source_config
 from .start_stand_ins import Events, event
@@ -107,6 +107,26 @@ async def test_initcontainer_refusal_is_shown_after_kubespawners_events(spawn) -
     assert isinstance(outcome, NFSUIDError) and str(outcome) == REFUSAL
     assert notes(messages) == [CHECKING.format("carol"), REFUSAL]
     assert messages.index("Scheduled") < messages.index(REFUSAL)
+
+
+async def test_each_version_of_the_pod_is_read_once_however_often_it_is_polled(
+    spawn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[dict[str, Any]] = []
+    read = status.init_failure
+    monkeypatch.setattr(status, "init_failure", lambda pod: reads.append(pod) or read(pod))
+    first, second = (init_pod(0, "nfsuid: user alice runs as 2001:3001\n") for _ in range(2))
+
+    async def polls(spawner: KubeSpawner) -> str:
+        await spawner.get_pod_manifest()
+        for pod in (first, first, first, second, second):
+            spawner.is_pod_running(pod)
+        return "http://127.0.0.1:8888"
+
+    messages, _ = await spawn({"identity_source": "initcontainer"}, "alice", polls)
+
+    assert [id(pod) for pod in reads] == [id(first), id(second)]
+    assert notes(messages) == [CHECKING.format("alice"), RUNS_AS]
 
 
 async def test_hub_source_shows_the_check_then_the_owner(spawn, hub_share: Path) -> None:
