@@ -32,6 +32,13 @@ def test_pod_manifest_benchmark_compares_against_kubespawner() -> None:
     assert "NFSUIDSpawner initcontainer" in out
 
 
+def test_events_benchmark_compares_against_kubespawner() -> None:
+    out = run("bench_events.py")
+
+    assert [line.split()[0] for line in out.splitlines()[2:]] == ["KubeSpawner", "NFSUIDSpawner"]
+    assert " 1.00x" in out
+
+
 def test_spawn_benchmark_compares_against_kubespawner() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root: the sandbox kubelet runs pods as real uids")
