@@ -249,7 +249,7 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
         self._check_config()
         key = f"{self.namespace}/{self.pod_name}"
         start = self._starts[key] = self._starts.get(key, 0) + 1
-        self._watching_init, self._read = True, None
+        self._watching_init = True
         bound = asyncio.timeout_at(deadline)
         try:
             async with bound:
@@ -278,7 +278,7 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
                 failed.jupyterhub_message = message  # type: ignore[attr-defined]
             raise
         finally:
-            self._watching_init = False
+            self._watching_init, self._read = False, None
         self._record_identity()
         return url
 
@@ -315,9 +315,9 @@ class NFSUIDSpawner(NFSUIDOptions, KubeSpawner):
         # KubeSpawner polls this while it waits for the pod; a refusal ends the wait at once.
         # Its reflector holds a new dict for each version of the pod: each is read once.
         if self._watching_init and pod is not self._read:
-            self._read = pod
             if reason := status.init_failure(pod):
                 raise NFSUIDError(failures.refused(self.user.name, reason))
+            self._read = pod
             if found := status.resolved_identity(pod):
                 self._note(progress.runs_as(self._layout(), Identity(*found)))
         return super().is_pod_running(pod)

@@ -129,6 +129,23 @@ async def test_each_version_of_the_pod_is_read_once_however_often_it_is_polled(
     assert notes(messages) == [CHECKING.format("alice"), RUNS_AS]
 
 
+async def test_a_refused_pod_is_refused_however_often_it_is_polled(spawn) -> None:
+    refused, raised = init_pod(1, REFUSAL + "\n"), []
+
+    async def polls(spawner: KubeSpawner) -> str:
+        await spawner.get_pod_manifest()
+        for _ in range(2):
+            try:
+                spawner.is_pod_running(refused)
+            except NFSUIDError as e:
+                raised.append(str(e))
+        return "http://127.0.0.1:8888"
+
+    await spawn({"identity_source": "initcontainer"}, "carol", polls)
+
+    assert raised == [REFUSAL, REFUSAL]
+
+
 async def test_hub_source_shows_the_check_then_the_owner(spawn, hub_share: Path) -> None:
     config = source_config("hub", hub_share)
 

@@ -58,10 +58,11 @@ class Pod(PodReport):
     async def run(self) -> None:
         await self.event("Scheduled", f"Successfully assigned {self.ns}/{self.name} to "
                          f"{self.k.node_name}", component="default-scheduler")  # fmt: skip
-        for c in self.inits[1:] + self.mains:
-            c.state = {"waiting": {"reason": "PodInitializing"}}
-        for c in self.inits[:1] or self.mains:
-            c.state = {"waiting": {"reason": "ContainerCreating"}}
+        # A kubelet's default reason for a container not made yet: PodInitializing in a pod
+        # with init containers (for those too), else ContainerCreating.
+        if not self.inits:
+            for c in self.mains:
+                c.state = {"waiting": {"reason": "ContainerCreating"}}
         await self.push()
         await self._prepare_volumes()
         for c in self.inits:

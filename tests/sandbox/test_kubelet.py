@@ -197,11 +197,15 @@ async def test_an_init_container_still_running_at_a_relist_is_reported_running(
     cluster: Cluster,
 ) -> None:
     cluster.kubelet.relist_period = 0.2
-    created = await cluster.create("slow", [sh("exit 0")], init=[sh("sleep 1", name="i")])
+    created = await cluster.create("slow", [sh("exit 0")], init=[sh("sleep 30", name="i")])
 
-    statuses = await cluster.statuses(created, lambda p: p["status"]["phase"] == "Succeeded")
+    def init_runs(pod: Obj) -> bool:
+        return "running" in (pod["status"].get("initContainerStatuses") or [{}])[0].get("state", {})
 
-    assert [s for s in init_states(statuses) if "running" in s]
+    statuses = await cluster.statuses(created, init_runs)  # fails if it is never reported
+
+    assert init_states(statuses)[-1]["running"]["startedAt"]
+    await cluster.delete("slow", grace=0)
 
 
 async def test_failed_init_container_reports_its_termination_message(cluster: Cluster) -> None:
