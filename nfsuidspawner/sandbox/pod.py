@@ -66,10 +66,8 @@ class Pod(PodReport):
         await self.push()
         await self._prepare_volumes()
         for c in self.inits:
-            if not await self._run_init(c):
+            if not await self._run_init(c):  # the containers stay waiting in PodInitializing
                 self.final_phase = "Failed"
-                for m in self.mains:
-                    m.state = {"waiting": {"reason": "PodInitializing"}}
                 await self.push()
                 return
         codes = await asyncio.gather(*(self._run_main(c) for c in self.mains))
