@@ -18,38 +18,30 @@ import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 from kubespawner import KubeSpawner
-from kubespawner.spawner import EventReflector
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 from nfsuidspawner import NFSUIDSpawner
+from tests.start_stand_ins import Events  # KubeSpawner's event reflector, as the tests hold it
 
 EVENTS_A_POD = 8  # Scheduled; Pulled, Created, Started for the initContainer and the lab
 
 
-class Reflector:
-    """KubeSpawner's event reflector, holding what its watch left."""
-
-    events = EventReflector.events
-
-    def __init__(self, resources: dict[str, dict[str, Any]]) -> None:
-        self.resources = resources
-
-
-def namespace_events(pods: int) -> Reflector:
+def namespace_events(pods: int) -> Events:
     rng = random.Random(0)
-    resources = {}
+    reflector = Events()
     for n in range(pods * EVENTS_A_POD):
-        when = f"2026-11-29T09:{rng.randrange(60):02d}:{rng.randrange(60):02d}Z"
-        resources[f"jupyter/event-{n}"] = {
-            "metadata": {"uid": f"event-{n}"},
-            "involvedObject": {"name": f"jupyter-u{n // EVENTS_A_POD:04d}", "namespace": "jupyter"},
-            "lastTimestamp": when,
-            "eventTime": None,
-        }
-    return Reflector(resources)
+        pod = f"jupyter-u{n // EVENTS_A_POD:04d}"
+        reflector.add(
+            {
+                "metadata": {"name": f"{pod}.{n}", "namespace": "jupyter", "uid": f"event-{n}"},
+                "involvedObject": {"name": pod, "namespace": "jupyter"},
+                "lastTimestamp": f"2026-11-29T09:{rng.randrange(60):02d}:{rng.randrange(60):02d}Z",
+                "eventTime": None,
+            }
+        )
+    return reflector
 
 
 def median_read(spawner_class: type, page: SimpleNamespace, rounds: int) -> float:
